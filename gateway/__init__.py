@@ -1,0 +1,1 @@
+"""The alatau-gateway service: config, poller, store, uploader, control, health, CLI."""
