@@ -1,0 +1,345 @@
+"""The reference city-cloud receiver: speaks ingest protocol v1, for development and tests.
+
+It stores readings in SQLite deduplicated on (gateway, seq), counts duplicates, records
+reported drops, and can be told to fail on purpose (``/_admin/faults``) so outages,
+throttling and poison readings can be rehearsed against the real uploader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import sqlite3
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+INGEST_PATH = "/v1/batches"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    gateway TEXT NOT NULL, seq INTEGER NOT NULL, sensor TEXT NOT NULL, ts INTEGER NOT NULL,
+    reading TEXT NOT NULL, PRIMARY KEY (gateway, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dropped (
+    gateway TEXT NOT NULL, from_seq INTEGER NOT NULL, to_seq INTEGER NOT NULL,
+    reason TEXT NOT NULL, PRIMARY KEY (gateway, from_seq, to_seq, reason));
+CREATE TABLE IF NOT EXISTS counters (
+    gateway TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (gateway, name));
+CREATE TABLE IF NOT EXISTS batches (gateway TEXT NOT NULL, key TEXT NOT NULL,
+    PRIMARY KEY (gateway, key));
+"""
+
+
+@dataclass
+class Faults:
+    """What the cloud does wrong on purpose."""
+
+    down: bool = False
+    """Refuse connections' worth: answer every ingest with ``status`` (default 503)."""
+    status: int = 503
+    count: int = 0
+    """Answer the next ``count`` requests with ``status`` (0: none, unless ``down``)."""
+    retry_after: str | None = None
+    reject_seqs: set[int] = field(default_factory=set)
+    """Batches holding any of these seqs get 422: a poison reading."""
+    max_readings: int | None = None
+    """Batches with more readings than this get 413."""
+    delay_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"down": self.down, "status": self.status, "count": self.count,
+                "retry_after": self.retry_after, "reject_seqs": sorted(self.reject_seqs),
+                "max_readings": self.max_readings, "delay_s": self.delay_s}
+
+
+class ProtocolError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class CloudStore:
+    """What the cloud holds, in SQLite."""
+
+    def __init__(self, path: str | Path) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    def ingest(self, gateway: str, key: str, readings: list[dict[str, Any]],
+               dropped: list[dict[str, Any]]) -> tuple[int, int, bool]:
+        """Store a batch; returns (new readings, duplicates, batch key seen before)."""
+        db = self.db
+        db.execute("BEGIN")
+        seen = db.execute("SELECT 1 FROM batches WHERE gateway = ? AND key = ?",
+                          (gateway, key)).fetchone() is not None
+        before = db.total_changes
+        db.executemany(
+            "INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?)",
+            [(gateway, r["seq"], r["sensor"], r["ts"], json.dumps(r, separators=(",", ":")))
+             for r in readings])
+        stored = db.total_changes - before
+        duplicates = len(readings) - stored
+        db.executemany("INSERT OR IGNORE INTO dropped VALUES (?, ?, ?, ?)",
+                       [(gateway, d["from_seq"], d["to_seq"], d["reason"]) for d in dropped])
+        db.execute("INSERT OR IGNORE INTO batches VALUES (?, ?)", (gateway, key))
+        for name, value in (("duplicates", duplicates), ("batches", 1)):
+            db.execute("INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT(gateway, name) "
+                       "DO UPDATE SET value = value + ?", (gateway, name, value, value))
+        db.execute("COMMIT")
+        return stored, duplicates, seen
+
+    def stats(self, gateway: str) -> dict[str, Any]:
+        db = self.db
+        count, low, high = db.execute(
+            "SELECT COUNT(*), MIN(seq), MAX(seq) FROM readings WHERE gateway = ?",
+            (gateway,)).fetchone()
+        counters = dict(db.execute("SELECT name, value FROM counters WHERE gateway = ?",
+                                   (gateway,)).fetchall())
+        ranges = db.execute("SELECT from_seq, to_seq, reason FROM dropped WHERE gateway = ? "
+                            "ORDER BY from_seq", (gateway,)).fetchall()
+        dropped_seqs: set[int] = set()
+        for a, b, _ in ranges:
+            dropped_seqs.update(range(a, b + 1))
+        return {
+            "gateway": gateway, "readings": count, "min_seq": low, "max_seq": high,
+            "duplicates": counters.get("duplicates", 0), "batches": counters.get("batches", 0),
+            "dropped": len(dropped_seqs),
+            "dropped_ranges": [{"from_seq": a, "to_seq": b, "reason": r} for a, b, r in ranges],
+        }
+
+    def seqs(self, gateway: str) -> list[int]:
+        return [s for (s,) in self.db.execute(
+            "SELECT seq FROM readings WHERE gateway = ? ORDER BY seq", (gateway,))]
+
+    def readings(self, gateway: str, after_seq: int = 0, limit: int = 1000
+                 ) -> list[dict[str, Any]]:
+        return [json.loads(r) for (r,) in self.db.execute(
+            "SELECT reading FROM readings WHERE gateway = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (gateway, after_seq, limit))]
+
+    def gateways(self) -> list[str]:
+        return [g for (g,) in self.db.execute("SELECT DISTINCT gateway FROM readings")]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _check_reading(r: Any, index: int) -> None:
+    where = f"readings[{index}]"
+    if not isinstance(r, dict):
+        raise ProtocolError(400, f"{where}: must be an object")
+    seq = r.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise ProtocolError(422, f"{where}.seq: must be an integer >= 1")
+    if not isinstance(r.get("sensor"), str) or not r["sensor"]:
+        raise ProtocolError(422, f"{where}.sensor: must be a non-empty string")
+    if not isinstance(r.get("ts"), int) or isinstance(r.get("ts"), bool):
+        raise ProtocolError(422, f"{where}.ts: must be integer milliseconds")
+    values = r.get("values")
+    if not isinstance(values, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            for k, v in values.items()):
+        raise ProtocolError(422, f"{where}.values: must map names to numbers")
+    flags = r.get("flags", [])
+    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+        raise ProtocolError(422, f"{where}.flags: must be a list of strings")
+
+
+def parse_batch(body: bytes, encoding: str | None) -> dict[str, Any]:
+    # aiohttp's server may already have undone the Content-Encoding: look at the bytes.
+    if encoding == "gzip" and body[:2] == b"\x1f\x8b":
+        try:
+            decoder = zlib.decompressobj(wbits=31)
+            body = decoder.decompress(body, MAX_BODY_BYTES)
+            if decoder.unconsumed_tail:
+                raise ProtocolError(413, "decompressed body larger than the limit")
+        except zlib.error as exc:
+            raise ProtocolError(400, f"body is not valid gzip: {exc}") from None
+    elif encoding not in (None, "", "identity", "gzip"):
+        raise ProtocolError(415, f"unsupported Content-Encoding {encoding!r}")
+    try:
+        batch = json.loads(body)
+    except ValueError as exc:
+        raise ProtocolError(400, f"body is not JSON: {exc}") from None
+    if not isinstance(batch, dict):
+        raise ProtocolError(400, "body must be a JSON object")
+    if not isinstance(batch.get("gateway"), str) or not batch["gateway"]:
+        raise ProtocolError(400, "gateway: must be a non-empty string")
+    readings = batch.get("readings")
+    if not isinstance(readings, list):
+        raise ProtocolError(400, "readings: must be a list")
+    for i, r in enumerate(readings):
+        _check_reading(r, i)
+    dropped = batch.get("dropped", [])
+    if not isinstance(dropped, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("from_seq"), int)
+            and isinstance(d.get("to_seq"), int) and isinstance(d.get("reason"), str)
+            and d["from_seq"] <= d["to_seq"] for d in dropped):
+        raise ProtocolError(400, "dropped: must be a list of {from_seq, to_seq, reason}")
+    return batch
+
+
+class CloudServer:
+    """The receiver as an aiohttp application; usable in-process or via ``cloud`` CLI."""
+
+    def __init__(self, db_path: str | Path, token: str | None = None) -> None:
+        self.store = CloudStore(db_path)
+        self.token = token
+        self.faults = Faults()
+        self.requests = 0
+        self.request_log: list[dict[str, Any]] = []
+        """Per ingest request: time, key, status, readings (for tests)."""
+        self.extensions: list[Any] = []
+        """Objects with ``on_batch(gateway, batch) -> dict`` adding fields to the reply."""
+        self.app = web.Application(client_max_size=MAX_BODY_BYTES)
+        self.app.add_routes([
+            web.post(INGEST_PATH, self._ingest),
+            web.get("/v1/gateways", self._gateways),
+            web.get("/v1/gateways/{gateway}/stats", self._stats),
+            web.get("/v1/gateways/{gateway}/readings", self._readings),
+            web.get("/_admin/faults", self._get_faults),
+            web.post("/_admin/faults", self._set_faults),
+        ])
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return self.port
+
+    def url(self, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{INGEST_PATH}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.store.close()
+
+    def _fault_status(self, readings: list[dict[str, Any]] | None) -> tuple[int, str] | None:
+        f = self.faults
+        if f.down:
+            return f.status, "cloud is down (fault injection)"
+        if f.count > 0:
+            f.count -= 1
+            return f.status, "injected failure"
+        if readings is not None:
+            if f.max_readings is not None and len(readings) > f.max_readings:
+                return 413, f"batch of {len(readings)} readings is over {f.max_readings}"
+            bad = [r["seq"] for r in readings if r["seq"] in f.reject_seqs]
+            if bad:
+                return 422, f"reading seq {bad[0]} rejected"
+        return None
+
+    async def _ingest(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        entry: dict[str, Any] = {"key": request.headers.get("Idempotency-Key"),
+                                 "loop_time": asyncio.get_running_loop().time()}
+        self.request_log.append(entry)
+        if self.faults.delay_s:
+            await asyncio.sleep(self.faults.delay_s)
+        if self.token is not None:
+            if request.headers.get("Authorization") != f"Bearer {self.token}":
+                entry["status"] = 401
+                return _error(401, "missing or wrong bearer token")
+        early = self._fault_status(None)
+        if early is not None:
+            entry["status"] = early[0]
+            return _error(*early, retry_after=self.faults.retry_after)
+        try:
+            body = await request.read()
+            batch = parse_batch(body, request.headers.get("Content-Encoding"))
+        except ProtocolError as exc:
+            entry["status"] = exc.status
+            return _error(exc.status, str(exc))
+        readings = batch["readings"]
+        entry["readings"] = len(readings)
+        late = self._fault_status(readings)
+        if late is not None:
+            entry["status"] = late[0]
+            return _error(*late)
+        gateway = batch["gateway"]
+        key = str(batch.get("batch") or request.headers.get("Idempotency-Key") or "")
+        stored, duplicates, seen = await asyncio.get_running_loop().run_in_executor(
+            None, self.store.ingest, gateway, key, readings, batch.get("dropped", []))
+        reply: dict[str, Any] = {"stored": stored, "duplicates": duplicates}
+        for extension in self.extensions:
+            reply.update(extension.on_batch(gateway, batch))
+        status = 409 if seen and stored == 0 and readings else 200
+        entry["status"] = status
+        return web.json_response(reply, status=status)
+
+    async def _gateways(self, request: web.Request) -> web.Response:
+        return web.json_response({"gateways": self.store.gateways()})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.store.stats(request.match_info["gateway"]))
+
+    async def _readings(self, request: web.Request) -> web.Response:
+        try:
+            after = int(request.query.get("after_seq", "0"))
+            limit = min(int(request.query.get("limit", "1000")), 100_000)
+        except ValueError:
+            return _error(400, "after_seq and limit must be integers")
+        return web.json_response(
+            {"readings": self.store.readings(request.match_info["gateway"], after, limit)})
+
+    async def _get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self.faults.to_json())
+
+    async def _set_faults(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            if not isinstance(data, dict):
+                raise ValueError("must be an object")
+            faults = Faults()
+            for name, value in data.items():
+                if not hasattr(faults, name):
+                    raise ValueError(f"unknown fault {name!r}")
+                setattr(faults, name, set(value) if name == "reject_seqs" else value)
+        except ValueError as exc:
+            return _error(400, f"bad faults: {exc}")
+        self.faults = faults
+        return web.json_response(self.faults.to_json())
+
+
+def _error(status: int, message: str, retry_after: str | None = None) -> web.Response:
+    headers = {"Retry-After": retry_after} if retry_after else None
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+async def serve(host: str, port: int, db_path: str, token: str | None = None) -> None:
+    """Run the receiver until cancelled (the ``cloud`` command)."""
+    server = CloudServer(db_path, token)
+    actual = await server.start(host, port)
+    log.info("reference cloud listening on http://%s:%d%s (db %s)", host, actual,
+             INGEST_PATH, db_path)
+    print(f"reference cloud: POST http://{host}:{actual}{INGEST_PATH}  db={db_path}",
+          flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+
+def gunzip(data: bytes) -> bytes:
+    return gzip.decompress(data)

@@ -1,0 +1,600 @@
+"""The durable local buffer: every reading survives outages, crashes and power cuts.
+
+Readings are added to memory and committed in groups (every ``commit_interval``); a
+reading counts as stored, and gets its ``seq``, only once its group's transaction is on
+disk (SQLite WAL, ``synchronous=FULL``), so a power cut loses at most one interval.
+
+Layout: one row per committed group ("chunk") holding the readings already encoded as
+the cloud protocol's JSON objects, one per line, zlib-compressed. ``seq`` is implicit
+(``first_seq + line index``). Packing many readings into one row is what makes ingest
+cheap and keeps SD-card writes per reading small (see docs/performance.md).
+
+Delivery is a watermark: everything up to ``acked_seq`` has been stored by the cloud
+(or deliberately dropped and reported). Batches are always acknowledged in ``seq``
+order, so one number describes the delivered prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+CHUNK_MAX_READINGS = 4096
+ZLIB_LEVEL = 1
+SEQ_RESERVE_BLOCK = 1_000_000
+"""Seqs are reserved in a side file in blocks, so a lost database never reuses a seq."""
+
+DROP_BUFFER_FULL = "buffer_full"
+DROP_DISK_FULL = "disk_full"
+DROP_TOO_OLD = "too_old"
+DROP_REJECTED = "rejected"
+DROP_BUFFER_CORRUPT = "buffer_corrupt"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    first_seq INTEGER PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    first_ts INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS drops (
+    from_seq INTEGER PRIMARY KEY,
+    to_seq INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY,
+    reading BLOB NOT NULL,
+    status INTEGER,
+    reason TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+"""
+
+
+class StoreError(Exception):
+    """The buffer cannot do what was asked (not a corrupt file: that is recovered)."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    sensor: str
+    ts: int
+    values: Mapping[str, float]
+    flags: Sequence[str] = ()
+
+
+@dataclass
+class Batch:
+    """Readings (encoded JSON objects, ascending seq) plus the drop ranges to report."""
+
+    first_seq: int
+    last_seq: int
+    lines: list[bytes]
+    drops: list[tuple[int, int, str]] = field(default_factory=list)
+
+    @property
+    def seqs(self) -> range:
+        return range(self.first_seq, self.first_seq + len(self.lines))
+
+    def split(self) -> tuple[Batch, Batch]:
+        """Two halves; the drops travel with the first."""
+        half = len(self.lines) // 2
+        left = Batch(self.first_seq, self.first_seq + half - 1, self.lines[:half], self.drops)
+        right = Batch(self.first_seq + half, self.last_seq, self.lines[half:], [])
+        return left, right
+
+    @property
+    def key_range(self) -> tuple[int, int]:
+        if self.lines:
+            return self.first_seq, self.first_seq + len(self.lines) - 1
+        return self.drops[0][0], self.drops[-1][1]
+
+
+@dataclass
+class StoreStats:
+    readings: int
+    bytes: int
+    oldest_ts: int | None
+    next_seq: int
+    acked_seq: int
+    pending_drops: int
+    dead_letters: int
+    dropped_by_reason: dict[str, int]
+    file_bytes: int
+    quarantined: list[str]
+
+
+def encode_reading(seq: int, reading: Reading) -> bytes:
+    """One reading as the ingest protocol's JSON object."""
+    values = reading.values
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise ValueError(f"{reading.sensor}: {name} is {value}, not a finite number")
+    return json.dumps(
+        {"seq": seq, "sensor": reading.sensor, "ts": reading.ts,
+         "values": values, "flags": list(reading.flags)},
+        separators=(",", ":"), allow_nan=False,
+    ).encode()
+
+
+def _pack(lines: list[bytes]) -> bytes:
+    return zlib.compress(b"\n".join(lines), ZLIB_LEVEL)
+
+
+def _unpack(blob: bytes) -> list[bytes]:
+    return zlib.decompress(blob).split(b"\n")
+
+
+class Store:
+    """The buffer. Thread-safe; blocking (the service calls it from one worker thread)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_bytes: int = 256 * 1024 * 1024,
+        overflow: str = "drop_oldest",
+        min_free_bytes: int = 0,
+        max_age_s: float | None = None,
+        clock_ms: object = None,
+    ) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.overflow = overflow
+        self.min_free_bytes = min_free_bytes
+        self.max_age_ms = None if max_age_s is None else int(max_age_s * 1000)
+        self._lock = threading.RLock()
+        self._pending: list[Reading] = []
+        self._cache: tuple[int, list[bytes]] | None = None
+        self.quarantined: list[str] = []
+        self.dropped_by_reason: dict[str, int] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._open_checked()
+        self._load_state()
+
+    # --- opening, integrity, quarantine ----------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                             timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        # Checkpoint rarely and keep the WAL file from growing without bound: fewer
+        # rewrites of the same pages on the SD card.
+        db.execute("PRAGMA wal_autocheckpoint=2000")
+        db.execute("PRAGMA journal_size_limit=8388608")
+        return db
+
+    def _open_checked(self) -> sqlite3.Connection:
+        salvage: dict[str, int] = {}
+        try:
+            db = self._connect()
+            result = db.execute("PRAGMA quick_check").fetchone()
+            if result is None or result[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {result[0] if result else 'none'}")
+            db.executescript(_SCHEMA)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise sqlite3.DatabaseError(f"unknown schema version {version}")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            return db
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(Exception):
+                salvage = self._salvage_meta(db)
+            with contextlib.suppress(Exception):
+                db.close()
+            self._quarantine(str(exc))
+        db = self._connect()
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._restart_sequence(db, salvage)
+        return db
+
+    @staticmethod
+    def _salvage_meta(db: sqlite3.Connection) -> dict[str, int]:
+        return {k: int(v) for k, v in db.execute("SELECT key, value FROM meta")}
+
+    def _quarantine(self, reason: str) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                dst = Path(f"{self.path}.corrupt-{stamp}{suffix}")
+                os.replace(src, dst)
+                if not suffix:
+                    self.quarantined.append(str(dst))
+        log.error("buffer %s is unreadable (%s); moved aside as %s.corrupt-%s, "
+                  "starting a fresh buffer", self.path, reason, self.path.name, stamp)
+
+    def _restart_sequence(self, db: sqlite3.Connection, salvage: dict[str, int]) -> None:
+        """After quarantine: continue seq above anything ever handed out, report the gap."""
+        reserved = self._read_reserve()
+        next_seq = max(salvage.get("next_seq", 1), reserved or 1)
+        acked = salvage.get("acked_seq", 0)
+        db.execute("BEGIN")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (next_seq,))
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('acked_seq', ?)", (next_seq - 1,))
+        if next_seq - 1 > acked:
+            db.execute("INSERT INTO drops VALUES (?, ?, ?)",
+                       (acked + 1, next_seq - 1, DROP_BUFFER_CORRUPT))
+        db.execute("COMMIT")
+
+    @property
+    def _reserve_path(self) -> Path:
+        return Path(f"{self.path}.seq")
+
+    def _read_reserve(self) -> int | None:
+        try:
+            return int(self._reserve_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _write_reserve(self, value: int) -> None:
+        tmp = Path(f"{self._reserve_path}.tmp")
+        with open(tmp, "w") as f:
+            f.write(f"{value}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._reserve_path)
+        with contextlib.suppress(OSError):
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._reserved = value
+
+    def _load_state(self) -> None:
+        db = self._db
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        self._next_seq = int(meta.get("next_seq", 1))
+        self._acked_seq = int(meta.get("acked_seq", 0))
+        row = db.execute("SELECT COALESCE(SUM(length(data)), 0), COUNT(*) FROM chunks").fetchone()
+        self._bytes = int(row[0]) + 64 * int(row[1])
+        self._readings = self._count_readings()
+        self._inflight_through = self._acked_seq
+        reserved = self._read_reserve()
+        if reserved is None or reserved < self._next_seq:
+            self._write_reserve(self._next_seq + SEQ_RESERVE_BLOCK)
+        else:
+            self._reserved = reserved
+        for reason, count in db.execute(
+            "SELECT key, value FROM meta WHERE key LIKE 'dropped:%'"
+        ):
+            self.dropped_by_reason[reason.removeprefix("dropped:")] = int(count)
+
+    def _count_readings(self) -> int:
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(last_seq - MAX(first_seq, ?) + 1), 0) FROM chunks "
+            "WHERE last_seq > ?", (self._acked_seq + 1, self._acked_seq)).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+
+    # --- ingest --------------------------------------------------------------------
+
+    def add(self, reading: Reading) -> None:
+        """Queue a reading for the next commit. It is not stored until ``commit()``."""
+        with self._lock:
+            self._pending.append(reading)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def commit(self) -> range:
+        """Write every queued reading in one transaction; returns the seqs it assigned."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            if not pending:
+                return range(self._next_seq, self._next_seq)
+            first = self._next_seq
+            chunks: list[tuple[int, int, int, int, bytes]] = []
+            lines: list[bytes] = []
+            start = first
+            seq = first
+            for reading in pending:
+                try:
+                    lines.append(encode_reading(seq, reading))
+                except ValueError as exc:
+                    log.error("reading not stored: %s", exc)
+                    continue
+                seq += 1
+                if len(lines) >= CHUNK_MAX_READINGS:
+                    chunks.append(self._chunk(start, lines, pending))
+                    start, lines = seq, []
+            if lines:
+                chunks.append(self._chunk(start, lines, pending))
+            last = seq - 1
+            if last < first:
+                return range(first, first)
+            new_bytes = sum(len(c[4]) + 64 for c in chunks)
+            if seq > self._reserved:
+                self._write_reserve(seq + SEQ_RESERVE_BLOCK)
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                room = self._room_for(new_bytes)
+                if not room and self.overflow == "drop_oldest":
+                    room = self._drop_oldest_locked(new_bytes)
+                if room:
+                    db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", chunks)
+                else:
+                    self._record_drop_locked(first, last, self._full_reason())
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (seq,))
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                self._load_state()
+                raise
+            self._next_seq = seq
+            if room:
+                self._bytes += new_bytes
+                self._readings += last - first + 1
+            return range(first, seq)
+
+    @staticmethod
+    def _chunk(start: int, lines: list[bytes], pending: list[Reading]
+               ) -> tuple[int, int, int, int, bytes]:
+        # Timestamps of the chunk's first and last reading, read back from the lines'
+        # own order: pending keeps arrival order, so min/max of the slice is enough.
+        first_ts = json.loads(lines[0])["ts"]
+        last_ts = json.loads(lines[-1])["ts"]
+        return (start, start + len(lines) - 1, first_ts, last_ts, _pack(lines))
+
+    def _free_disk(self) -> int:
+        try:
+            return shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return 0
+
+    def _full_reason(self) -> str:
+        return DROP_DISK_FULL if self._free_disk() < self.min_free_bytes else DROP_BUFFER_FULL
+
+    def _room_for(self, new_bytes: int) -> bool:
+        if self._bytes + new_bytes > self.max_bytes:
+            return False
+        return not (self.min_free_bytes and self._free_disk() - new_bytes < self.min_free_bytes)
+
+    def _drop_oldest_locked(self, new_bytes: int) -> bool:
+        """Delete the oldest undelivered chunks until ``new_bytes`` fits; record the drops.
+
+        Chunks of the batch being uploaded are left alone (they may be delivered at this
+        very moment); returns whether enough room was made.
+        """
+        reason = self._full_reason()
+        rows = self._db.execute(
+            "SELECT first_seq, last_seq, length(data) FROM chunks WHERE first_seq > ? "
+            "ORDER BY first_seq", (self._inflight_through,)).fetchall()
+        freed = 0
+        disk_short = max(0, self.min_free_bytes - (self._free_disk() - new_bytes))
+        need = max(self._bytes + new_bytes - self.max_bytes, disk_short)
+        for first_seq, last_seq, size in rows:
+            if freed >= need:
+                break
+            self._db.execute("DELETE FROM chunks WHERE first_seq = ?", (first_seq,))
+            low = max(first_seq, self._acked_seq + 1)
+            if last_seq >= low:
+                self._record_drop_locked(low, last_seq, reason)
+                self._readings -= last_seq - low + 1
+            freed += size + 64
+            self._bytes -= size + 64
+        self._cache = None
+        return freed >= need
+
+    def _record_drop_locked(self, low: int, high: int, reason: str) -> None:
+        last = self._db.execute(
+            "SELECT from_seq, to_seq, reason FROM drops ORDER BY from_seq DESC LIMIT 1"
+        ).fetchone()
+        if last is not None and last[2] == reason and last[1] + 1 == low:
+            self._db.execute("UPDATE drops SET to_seq = ? WHERE from_seq = ?", (high, last[0]))
+        else:
+            self._db.execute("INSERT INTO drops VALUES (?, ?, ?)", (low, high, reason))
+        key = f"dropped:{reason}"
+        self._db.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + ?",
+            (key, high - low + 1, high - low + 1))
+        self.dropped_by_reason[reason] = self.dropped_by_reason.get(reason, 0) + high - low + 1
+
+    def expire(self, now_ms: int) -> int:
+        """Drop undelivered readings older than ``max_age``; returns how many."""
+        if self.max_age_ms is None:
+            return 0
+        with self._lock:
+            cutoff = now_ms - self.max_age_ms
+            rows = self._db.execute(
+                "SELECT first_seq, last_seq, length(data) FROM chunks WHERE last_ts < ? "
+                "AND first_seq > ? ORDER BY first_seq",
+                (cutoff, self._inflight_through)).fetchall()
+            if not rows:
+                return 0
+            dropped = 0
+            self._db.execute("BEGIN IMMEDIATE")
+            for first_seq, last_seq, size in rows:
+                self._db.execute("DELETE FROM chunks WHERE first_seq = ?", (first_seq,))
+                low = max(first_seq, self._acked_seq + 1)
+                if last_seq >= low:
+                    self._record_drop_locked(low, last_seq, DROP_TOO_OLD)
+                    dropped += last_seq - low + 1
+                self._bytes -= size + 64
+            self._db.execute("COMMIT")
+            self._readings -= dropped
+            self._cache = None
+            return dropped
+
+    # --- delivery ------------------------------------------------------------------
+
+    def _lines_of(self, first_seq: int, blob: bytes) -> list[bytes]:
+        if self._cache is not None and self._cache[0] == first_seq:
+            return self._cache[1]
+        lines = _unpack(blob)
+        self._cache = (first_seq, lines)
+        return lines
+
+    def iter_lines(self, after_seq: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Undelivered readings in seq order, one chunk in memory at a time."""
+        position = self._acked_seq if after_seq is None else after_seq
+        while True:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT first_seq, data FROM chunks WHERE last_seq > ? "
+                    "ORDER BY first_seq LIMIT 1", (position,)).fetchone()
+            if row is None:
+                return
+            first_seq, blob = row
+            lines = _unpack(blob)
+            start = max(position + 1, first_seq)
+            for seq in range(start, first_seq + len(lines)):
+                yield seq, lines[seq - first_seq]
+            position = first_seq + len(lines) - 1
+
+    def next_batch(self, max_readings: int, max_bytes: int, after_seq: int | None = None
+                   ) -> Batch | None:
+        """The oldest undelivered readings, within both limits; ``None`` when none."""
+        with self._lock:
+            position = self._acked_seq if after_seq is None else after_seq
+            drops = [tuple(r) for r in self._db.execute(
+                "SELECT from_seq, to_seq, reason FROM drops ORDER BY from_seq LIMIT 1000")]
+            lines: list[bytes] = []
+            size = 0
+            first: int | None = None
+            while len(lines) < max_readings:
+                row = self._db.execute(
+                    "SELECT first_seq, data FROM chunks WHERE last_seq > ? "
+                    "ORDER BY first_seq LIMIT 1", (position,)).fetchone()
+                if row is None:
+                    break
+                first_seq, blob = row
+                chunk_lines = self._lines_of(first_seq, blob)
+                start = max(position + 1, first_seq)
+                if first is None:
+                    first = start
+                elif start != position + 1:
+                    break  # a gap (dropped chunk): end the batch so seqs stay contiguous
+                index = start - first_seq
+                stop = False
+                while index < len(chunk_lines) and len(lines) < max_readings:
+                    line = chunk_lines[index]
+                    if lines and size + len(line) + 1 > max_bytes:
+                        stop = True
+                        break
+                    lines.append(line)
+                    size += len(line) + 1
+                    index += 1
+                position = first_seq + index - 1
+                if stop:
+                    break
+            if not lines and not drops:
+                return None
+            if first is None:
+                first = position + 1
+            self._inflight_through = max(self._inflight_through, position)
+            return Batch(first, first + len(lines) - 1, lines,
+                         [(int(a), int(b), str(c)) for a, b, c in drops])
+
+    def ack(self, batch: Batch) -> None:
+        """The cloud stored ``batch`` (2xx or 409): forget its readings and reported drops."""
+        with self._lock:
+            self._resolve(batch, None)
+
+    def dead_letter(self, batch: Batch, status: int | None, reason: str) -> None:
+        """The cloud refused these readings for good: keep them aside, report them dropped."""
+        with self._lock:
+            self._resolve(batch, (status, reason))
+
+    def _resolve(self, batch: Batch, rejected: tuple[int | None, str] | None) -> None:
+        db = self._db
+        last = batch.key_range[1] if batch.lines else self._acked_seq
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for from_seq, _, _ in batch.drops:
+                db.execute("DELETE FROM drops WHERE from_seq = ?", (from_seq,))
+            if rejected is not None and batch.lines:
+                now = int(time.time() * 1000)
+                db.executemany(
+                    "INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?, ?)",
+                    [(seq, line, rejected[0], rejected[1], now)
+                     for seq, line in zip(batch.seqs, batch.lines, strict=True)])
+                self._record_drop_locked(batch.first_seq, last, DROP_REJECTED)
+            if batch.lines and last > self._acked_seq:
+                removed = db.execute(
+                    "SELECT COALESCE(SUM(length(data)), 0), COUNT(*) FROM chunks "
+                    "WHERE last_seq <= ?", (last,)).fetchone()
+                db.execute("DELETE FROM chunks WHERE last_seq <= ?", (last,))
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('acked_seq', ?)", (last,))
+                self._bytes -= int(removed[0]) + 64 * int(removed[1])
+                self._acked_seq = last
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self._load_state()
+            raise
+        self._readings = self._count_readings()
+
+    def release(self) -> None:
+        """The batch in flight was not delivered (yet): its chunks may be dropped again."""
+        with self._lock:
+            self._inflight_through = self._acked_seq
+
+    # --- inspection ----------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def acked_seq(self) -> int:
+        return self._acked_seq
+
+    @property
+    def readings(self) -> int:
+        return self._readings
+
+    def stats(self) -> StoreStats:
+        with self._lock:
+            oldest = self._db.execute(
+                "SELECT first_ts FROM chunks WHERE last_seq > ? ORDER BY first_seq LIMIT 1",
+                (self._acked_seq,)).fetchone()
+            pending_drops = self._db.execute(
+                "SELECT COALESCE(SUM(to_seq - from_seq + 1), 0) FROM drops").fetchone()[0]
+            dead = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+            file_bytes = sum(
+                Path(f"{self.path}{s}").stat().st_size
+                for s in ("", "-wal") if Path(f"{self.path}{s}").exists())
+            return StoreStats(
+                readings=self._readings, bytes=self._bytes,
+                oldest_ts=int(oldest[0]) if oldest else None,
+                next_seq=self._next_seq, acked_seq=self._acked_seq,
+                pending_drops=int(pending_drops), dead_letters=int(dead),
+                dropped_by_reason=dict(self.dropped_by_reason), file_bytes=file_bytes,
+                quarantined=list(self.quarantined))
+
+    def dead_letters(self) -> list[dict[str, object]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, reading, status, reason, at_ms FROM dead_letters ORDER BY seq"
+            ).fetchall()
+        return [{"seq": seq, "reading": json.loads(reading), "status": status,
+                 "reason": reason, "at_ms": at_ms} for seq, reading, status, reason, at_ms in rows]

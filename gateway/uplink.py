@@ -1,0 +1,354 @@
+"""Pushes the buffer to the city cloud in batches, at least once, in seq order.
+
+Reply handling follows the ingest protocol (docs/protocol.md): 2xx and 409 acknowledge;
+413 splits; 429/503 wait for Retry-After; 408, other 5xx, timeouts and connection errors
+back off exponentially with full jitter; 401/403 keep everything and retry slowly; any
+other 4xx is a poison batch, split until the bad reading(s) are isolated and moved to
+the dead-letter table. Nothing leaves the buffer before a 2xx or 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import gzip
+import json
+import logging
+import os
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from gateway.config import UplinkConfig
+from gateway.store import Batch, Store
+from gateway.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+AUTH_RETRY_S = 60.0
+RETRY_AFTER_MAX_S = 3600.0
+TOKEN_CREDENTIAL = "token"
+SYSTEMIC_REJECTIONS = 8
+"""Readings dead-lettered in a row, with no batch stored between, before the uploader
+concludes that the cloud refuses everything and stops dead-lettering."""
+
+StoreCall = Callable[..., Awaitable[Any]]
+
+
+class UplinkSetupError(Exception):
+    """The uplink cannot be set up (missing token or certificate file)."""
+
+
+def read_token(token_file: str | None) -> str | None:
+    """The bearer token: systemd credential ``token`` first, else ``token_file``."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / TOKEN_CREDENTIAL).is_file():
+        path = Path(credentials) / TOKEN_CREDENTIAL
+    elif token_file:
+        path = Path(token_file)
+    else:
+        return None
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UplinkSetupError(f"uplink.token_file: cannot read {path}: {exc.strerror}") from None
+    if not token or any(c.isspace() for c in token):
+        raise UplinkSetupError(f"uplink.token_file: {path} must hold one token, no spaces")
+    return token
+
+
+def ssl_context(config: UplinkConfig) -> ssl.SSLContext | None:
+    if not config.url.startswith("https:"):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=config.ca_file)
+        if config.cert_file:
+            context.load_cert_chain(config.cert_file, config.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise UplinkSetupError(f"uplink TLS files: {exc}") from None
+    return context
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_MAX_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    delta = when.timestamp() - (time.time() if now is None else now)
+    return min(max(delta, 0.0), RETRY_AFTER_MAX_S)
+
+
+def classify(status: int) -> str:
+    if 200 <= status < 300 or status == 409:
+        return "stored"
+    if status == 413:
+        return "too_large"
+    if status in (429, 503):
+        return "throttled"
+    if status in (401, 403):
+        return "unauthorized"
+    if status == 408 or status >= 500:
+        return "server_error"
+    if 400 <= status < 500:
+        return "rejected"
+    return "server_error"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    retry_after: str | None
+
+
+class Backoff:
+    """Exponential backoff with full jitter, capped."""
+
+    def __init__(self, initial_s: float, max_s: float, rng: random.Random | None = None) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        ceiling = min(self.max_s, self.initial_s * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return self._rng.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Uploader:
+    def __init__(
+        self,
+        config: UplinkConfig,
+        gateway_id: str,
+        store: Store,
+        run_store: StoreCall,
+        telemetry: Telemetry,
+        *,
+        on_reply: Callable[[dict[str, Any]], None] | None = None,
+        extra_fields: Callable[[], dict[str, Any]] | None = None,
+        on_delivered: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.gateway_id = gateway_id
+        self.store = store
+        self.run_store = run_store
+        self.telemetry = telemetry
+        self.on_reply = on_reply
+        self.extra_fields = extra_fields
+        self.on_delivered = on_delivered
+        self.token = read_token(config.token_file)
+        self.ssl = ssl_context(config)
+        self.backoff = Backoff(config.backoff_initial, config.backoff_max)
+        self.wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._gateway_json = json.dumps(gateway_id).encode()
+        self._dead_in_a_row = 0
+
+    # --- the loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout)
+        connector = aiohttp.TCPConnector(ssl=self.ssl if self.ssl is not None else False,
+                                         limit=2)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            self._session = session
+            next_flush = time.monotonic()
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                full = self.store.readings >= self.config.batch_max_readings
+                if not full and now < next_flush:
+                    await self._sleep(next_flush - now, wakeable=True)
+                    continue
+                next_flush = time.monotonic() + self.config.flush_interval
+                await self.flush()
+
+    async def flush(self) -> None:
+        """Send everything buffered now, batch after batch, until empty or failing."""
+        while not self._stopping.is_set():
+            batch = await self.run_store(
+                self.store.next_batch, self.config.batch_max_readings,
+                self.config.batch_max_bytes)
+            if batch is None:
+                if self.telemetry.uplink.state in ("idle", "retrying"):
+                    self.telemetry.uplink.state = "ok"
+                return
+            if not await self._deliver(batch):
+                await self.run_store(self.store.release)
+                return
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.wake.set()
+
+    async def _sleep(self, seconds: float, wakeable: bool = False) -> None:
+        waits = [asyncio.ensure_future(self._stopping.wait())]
+        if wakeable:
+            waits.append(asyncio.ensure_future(self.wake.wait()))
+        try:
+            await asyncio.wait(waits, timeout=max(0.0, seconds),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if wakeable:
+            self.wake.clear()
+
+    # --- one batch -----------------------------------------------------------------
+
+    async def _deliver(self, batch: Batch) -> bool:
+        """Deliver ``batch`` (splitting as needed). False: gave up for now (stopping)."""
+        while not self._stopping.is_set():
+            reply = await self._post(batch)
+            kind = "connection" if reply is None else classify(reply.status)
+            uplink = self.telemetry.uplink
+            if kind == "stored":
+                assert reply is not None
+                await self._stored(batch, reply)
+                return True
+            uplink.failures[kind] += 1
+            if kind in ("too_large", "rejected") and reply is not None:
+                if len(batch.lines) > 1:
+                    left, right = batch.split()
+                    log.warning("batch %s refused with %d: splitting into %d + %d readings",
+                                self._key(batch), reply.status, len(left.lines),
+                                len(right.lines))
+                    return await self._deliver(left) and await self._deliver(right)
+                if self._dead_in_a_row >= SYSTEMIC_REJECTIONS:
+                    # Everything is being refused: a cloud or gateway fault, not poison.
+                    # Keep the data and retry slowly rather than dead-letter the lot.
+                    uplink.state = "rejecting"
+                    wait = max(AUTH_RETRY_S, self.backoff.next())
+                    uplink.retry_at_mono = time.monotonic() + wait
+                    log.error("the cloud refuses every reading (%s); keeping them, retrying "
+                              "in %.0f s", uplink.last_error, wait)
+                    await self.run_store(self.store.release)
+                    await self._sleep(wait)
+                    continue
+                self._dead_in_a_row += 1
+                reason = _reason(reply)
+                log.error("reading seq %d refused by the cloud (%d: %s): moved to dead letters",
+                          batch.first_seq, reply.status, reason)
+                await self.run_store(self.store.dead_letter, batch, reply.status, reason)
+                self.backoff.reset()
+                return True
+            if kind == "throttled":
+                assert reply is not None
+                wait = retry_after_seconds(reply.retry_after)
+                if wait is None:
+                    wait = self.backoff.next()
+                uplink.state = "throttled"
+            elif kind == "unauthorized":
+                assert reply is not None
+                wait = max(AUTH_RETRY_S, self.backoff.next())
+                uplink.state = "unauthorized"
+                try:
+                    self.token = read_token(self.config.token_file)
+                except Exception as exc:  # a vanished token file is reported, not fatal
+                    uplink.last_error = str(exc)
+            else:
+                wait = self.backoff.next()
+                uplink.state = "retrying"
+            uplink.retry_at_mono = time.monotonic() + wait
+            log.warning("upload of %s failed (%s); retrying in %.1f s",
+                        self._key(batch), uplink.last_error, wait)
+            await self.run_store(self.store.release)
+            await self._sleep(wait)
+        return False
+
+    async def _stored(self, batch: Batch, reply: Reply) -> None:
+        await self.run_store(self.store.ack, batch)
+        uplink = self.telemetry.uplink
+        uplink.state = "ok"
+        uplink.last_success_mono = time.monotonic()
+        uplink.uploads += 1
+        uplink.readings_sent += len(batch.lines)
+        uplink.retry_at_mono = None
+        self.backoff.reset()
+        self._dead_in_a_row = 0
+        if self.on_reply is not None and reply.body:
+            try:
+                body = json.loads(reply.body)
+            except ValueError:
+                log.warning("cloud reply to %s is not JSON; ignored", self._key(batch))
+                return
+            if isinstance(body, dict):
+                self.on_reply(body)
+
+    def _key(self, batch: Batch) -> str:
+        first, last = batch.key_range
+        return f"{self.gateway_id}:{first}-{last}"
+
+    def encode(self, batch: Batch) -> bytes:
+        key = self._key(batch)
+        drops = ",".join(
+            f'{{"from_seq":{a},"to_seq":{b},"reason":{json.dumps(r)}}}' for a, b, r in batch.drops)
+        extra = b""
+        if self.extra_fields is not None:
+            for name, value in self.extra_fields().items():
+                extra += b"," + json.dumps(name).encode() + b":" + json.dumps(value).encode()
+        return b"".join((
+            b'{"gateway":', self._gateway_json, b',"batch":"', key.encode(),
+            b'","readings":[', b",".join(batch.lines), b'],"dropped":[', drops.encode(), b"]",
+            extra, b"}",
+        ))
+
+    async def _post(self, batch: Batch) -> Reply | None:
+        assert self._session is not None
+        body = self.encode(batch)
+        headers = {"Content-Type": "application/json", "Idempotency-Key": self._key(batch)}
+        if self.config.compression == "gzip":
+            body = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: gzip.compress(body, compresslevel=6, mtime=0))
+            headers["Content-Encoding"] = "gzip"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        uplink = self.telemetry.uplink
+        uplink.last_attempt_mono = time.monotonic()
+        try:
+            async with self._session.post(self.config.url, data=body, headers=headers) as resp:
+                content = await resp.read()
+                uplink.bytes_sent += len(body)
+                if not (200 <= resp.status < 300 or resp.status == 409):
+                    uplink.last_error = f"HTTP {resp.status}: {_snippet(content)}"
+                return Reply(resp.status, content, resp.headers.get("Retry-After"))
+        except asyncio.TimeoutError:
+            uplink.last_error = f"timeout after {self.config.timeout:g} s"
+        except aiohttp.ClientError as exc:
+            uplink.last_error = f"{type(exc).__name__}: {exc}"
+        except OSError as exc:
+            uplink.last_error = f"network error: {exc}"
+        return None
+
+
+def _snippet(content: bytes) -> str:
+    text = content[:200].decode("utf-8", "replace").strip()
+    return text.replace("\n", " ") or "(empty body)"
+
+
+def _reason(reply: Reply) -> str:
+    try:
+        body = json.loads(reply.body)
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            return str(body["error"])[:500]
+    except ValueError:
+        pass
+    return _snippet(reply.body)
