@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 CHUNK_MAX_READINGS = 4096
 ZLIB_LEVEL = 1
+MAX_PENDING = 200_000
+"""Readings held in memory while commits fail (disk full, I/O error) before the oldest
+are given up; each one given up is counted under ``write_failed``."""
 SEQ_RESERVE_BLOCK = 1_000_000
 """Seqs are reserved in a side file in blocks, so a lost database never reuses a seq."""
 
@@ -346,6 +349,13 @@ class Store:
             except sqlite3.Error:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
+                # Nothing was stored: keep the readings for the next attempt, bounded.
+                self._pending[:0] = pending
+                overflow = len(self._pending) - MAX_PENDING
+                if overflow > 0:
+                    del self._pending[:overflow]
+                    self.dropped_by_reason["write_failed"] = (
+                        self.dropped_by_reason.get("write_failed", 0) + overflow)
                 self._load_state()
                 raise
             self._next_seq = seq
@@ -598,3 +608,64 @@ class Store:
             ).fetchall()
         return [{"seq": seq, "reading": json.loads(reading), "status": status,
                  "reason": reason, "at_ms": at_ms} for seq, reading, status, reason, at_ms in rows]
+
+
+def read_only_stats(path: str | Path) -> tuple[StoreStats, list[dict[str, object]]]:
+    """Stats and dead letters of a buffer, without writing to it (the service may run)."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"no buffer at {path}")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            acked = int(meta.get("acked_seq", 0))
+            readings = db.execute(
+                "SELECT COALESCE(SUM(last_seq - MAX(first_seq, ?) + 1), 0) FROM chunks "
+                "WHERE last_seq > ?", (acked + 1, acked)).fetchone()[0]
+            size, chunks = db.execute(
+                "SELECT COALESCE(SUM(length(data)), 0), COUNT(*) FROM chunks").fetchone()
+            oldest = db.execute("SELECT first_ts FROM chunks WHERE last_seq > ? "
+                                "ORDER BY first_seq LIMIT 1", (acked,)).fetchone()
+            pending_drops = db.execute(
+                "SELECT COALESCE(SUM(to_seq - from_seq + 1), 0) FROM drops").fetchone()[0]
+            rows = db.execute("SELECT seq, reading, status, reason, at_ms FROM dead_letters "
+                              "ORDER BY seq").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read buffer {path}: {exc}") from None
+    dropped = {k.removeprefix("dropped:"): int(v) for k, v in meta.items()
+               if k.startswith("dropped:")}
+    file_bytes = sum(Path(f"{path}{s}").stat().st_size
+                     for s in ("", "-wal") if Path(f"{path}{s}").exists())
+    stats = StoreStats(
+        readings=int(readings), bytes=int(size) + 64 * int(chunks),
+        oldest_ts=int(oldest[0]) if oldest else None,
+        next_seq=int(meta.get("next_seq", 1)), acked_seq=acked,
+        pending_drops=int(pending_drops), dead_letters=len(rows), dropped_by_reason=dropped,
+        file_bytes=file_bytes, quarantined=[])
+    letters = [{"seq": seq, "reading": json.loads(reading), "status": status,
+                "reason": reason, "at_ms": at_ms} for seq, reading, status, reason, at_ms in rows]
+    return stats, letters
+
+
+def export_lines(path: str | Path) -> Iterator[bytes]:
+    """Every undelivered reading's JSON, in seq order, read-only."""
+    db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=5)
+    try:
+        acked = int(dict(db.execute("SELECT key, value FROM meta").fetchall()
+                         ).get("acked_seq", 0))
+        position = acked
+        while True:
+            row = db.execute("SELECT first_seq, data FROM chunks WHERE last_seq > ? "
+                             "ORDER BY first_seq LIMIT 1", (position,)).fetchone()
+            if row is None:
+                return
+            first_seq, blob = row
+            lines = _unpack(blob)
+            for seq in range(max(position + 1, first_seq), first_seq + len(lines)):
+                yield lines[seq - first_seq]
+            position = first_seq + len(lines) - 1
+    finally:
+        db.close()

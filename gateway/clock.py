@@ -1,0 +1,50 @@
+"""Is the wall clock trustworthy? A gateway has no RTC and boots with a wrong time."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from pathlib import Path
+
+TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
+TIME_ERROR = 5
+"""adjtimex(2) return value: the kernel clock is not synchronised."""
+
+
+def _kernel_synchronized() -> bool | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        buffer = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
+        state = libc.adjtimex(buffer)
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return bool(state != TIME_ERROR)
+
+
+class ClockMonitor:
+    """Reports whether the wall clock is synchronised.
+
+    ``ALATAU_GATEWAY_CLOCK=synced|unsynced`` overrides the detection (tests, simulation).
+    """
+
+    def __init__(self, flag_path: Path = TIMESYNC_FLAG) -> None:
+        self.flag_path = flag_path
+
+    def synchronized(self) -> bool:
+        override = os.environ.get("ALATAU_GATEWAY_CLOCK")
+        if override in ("synced", "unsynced"):
+            return override == "synced"
+        if self.flag_path.exists():
+            return True
+        kernel = _kernel_synchronized()
+        return True if kernel is None else kernel
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"

@@ -1,0 +1,178 @@
+"""The service's wiring: the only code that opens buses.
+
+Real hardware on a gateway; with ``simulate`` every bus is swapped for its fake: I2C
+buses for ``FakeSMBus`` with the configured chips attached, serial ports for fakes
+served on pseudo-terminals (opened with pyserial like the real port), GPIO for
+gpiozero's ``MockFactory``. The drivers are the same either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import Any
+
+from drivers import registry
+from gateway.config import Config, SensorConfig
+from gateway.poller import Sensor, SensorSlot
+from gateway.simulation import World
+
+log = logging.getLogger(__name__)
+
+SERIAL_TIMEOUT_S = 0.2
+
+
+class HardwareError(Exception):
+    """A bus could not be opened (missing device node, permissions)."""
+
+
+class Hardware:
+    def __init__(self, config: Config, *, simulate: bool = False,
+                 world: World | None = None) -> None:
+        self.config = config
+        self.simulate = simulate
+        self.world = world or World()
+        self._i2c: dict[int, Any] = {}
+        self.fakes: dict[str, Any] = {}
+        """Simulated devices by sensor name (``simulate`` only)."""
+        self._closers: list[Any] = []
+        self._lock = threading.Lock()
+        self._pin_factory: Any = None
+        self._stop = threading.Event()
+        self._world_thread: threading.Thread | None = None
+
+    # --- buses -------------------------------------------------------------------
+
+    def i2c_bus(self, number: int) -> Any:
+        with self._lock:
+            if number not in self._i2c:
+                if self.simulate:
+                    from drivers.fake.i2c import FakeSMBus
+                    self._i2c[number] = FakeSMBus(bus=number)
+                else:
+                    from smbus2 import SMBus
+                    try:
+                        self._i2c[number] = SMBus(number)
+                    except OSError as exc:
+                        raise HardwareError(
+                            f"cannot open /dev/i2c-{number}: {exc.strerror} "
+                            "(is I2C enabled, and is the user in group i2c?)") from None
+                self._closers.append(self._i2c[number])
+            return self._i2c[number]
+
+    def serial_port(self, sensor: SensorConfig) -> Any:
+        import serial
+
+        assert sensor.port is not None
+        path = sensor.port
+        if self.simulate:
+            path = self._fake_for(sensor).port
+        try:
+            port = serial.Serial(path, baudrate=sensor.baudrate or 9600,
+                                 timeout=SERIAL_TIMEOUT_S, **self._serial_framing(sensor))
+        except (serial.SerialException, OSError) as exc:
+            raise HardwareError(f"cannot open serial port {sensor.port}: {exc}") from None
+        self._closers.append(port)
+        return port
+
+    @staticmethod
+    def _serial_framing(sensor: SensorConfig) -> dict[str, Any]:
+        framing = {}
+        for key in ("parity", "stopbits", "bytesize"):
+            if key in sensor.options:
+                framing[key] = sensor.options[key]
+        return framing
+
+    def pin_factory(self) -> Any:
+        if self._pin_factory is None and self.simulate:
+            from drivers.fake.gpio import mock_factory
+            self._pin_factory = mock_factory()
+        return self._pin_factory
+
+    # --- simulated devices ---------------------------------------------------------
+
+    def _fake_for(self, sensor: SensorConfig) -> Any:
+        with self._lock:
+            if sensor.name in self.fakes:
+                return self.fakes[sensor.name]
+            spec = registry.get(sensor.driver)
+            fake_class = spec.load_fake()
+            if spec.kind == "i2c":
+                fake = fake_class(sensor.address if sensor.address is not None
+                                  else spec.default_address)
+            else:
+                kwargs: dict[str, Any] = {}
+                if sensor.unit is not None:
+                    kwargs["unit"] = sensor.unit
+                fake = fake_class(**kwargs)
+                fake.start()
+                self._closers.append(fake)
+            self.fakes[sensor.name] = fake
+            self._apply_world(fake)
+            return fake
+
+    def _apply_world(self, fake: Any) -> None:
+        values = self.world.values()
+        known = getattr(fake, "QUANTITIES", {})
+        wanted = {k: v for k, v in values.items() if k in known}
+        if wanted:
+            fake.set(**wanted)
+
+    def start_world(self, period_s: float = 0.5) -> None:
+        """Keep the fakes' physical values following the simulated world."""
+        if not self.simulate or self._world_thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(period_s):
+                for fake in list(self.fakes.values()):
+                    with contextlib.suppress(Exception):
+                        self._apply_world(fake)
+
+        self._world_thread = threading.Thread(target=loop, name="world", daemon=True)
+        self._world_thread.start()
+
+    # --- drivers -----------------------------------------------------------------
+
+    def make_sensor(self, sensor: SensorConfig) -> Sensor:
+        """Construct the sensor's driver on its (real or fake) bus; probes the chip."""
+        spec = registry.get(sensor.driver)
+        cls = spec.load()
+        options = {k: v for k, v in sensor.options.items()
+                   if k not in ("parity", "stopbits", "bytesize")}
+        if spec.kind == "i2c":
+            assert sensor.bus is not None
+            bus = self.i2c_bus(sensor.bus)
+            if self.simulate:
+                fake = self._fake_for(sensor)
+                if fake.address not in bus.devices:
+                    bus.attach(fake)
+            driver: Sensor = cls(bus, address=sensor.address, **options)
+            return driver
+        if sensor.unit is not None:
+            options["unit"] = sensor.unit
+        driver = cls(self.serial_port(sensor), **options)
+        return driver
+
+    def slots(self) -> list[SensorSlot]:
+        slots = []
+        for sensor in self.config.sensors:
+            spec = registry.get(sensor.driver)
+            bus_key = f"i2c-{sensor.bus}" if spec.kind == "i2c" else f"tty-{sensor.port}"
+            slots.append(SensorSlot(sensor, lambda s=sensor: self.make_sensor(s), bus_key))
+        if self.simulate:
+            for sensor in self.config.sensors:
+                self._fake_for(sensor)
+            self.start_world()
+        return slots
+
+    def close(self) -> None:
+        self._stop.set()
+        for closer in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                closer.close()
+        self._closers.clear()
+        if self._pin_factory is not None:
+            with contextlib.suppress(Exception):
+                self._pin_factory.close()

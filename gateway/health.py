@@ -1,0 +1,185 @@
+"""The local health endpoint: ``/healthz`` (JSON) and ``/metrics`` (Prometheus text)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config import Config
+from gateway.poller import stale_after
+from gateway.store import StoreStats
+from gateway.telemetry import Telemetry
+
+
+def _age(mono: float | None, now: float) -> float | None:
+    return None if mono is None else round(now - mono, 3)
+
+
+def snapshot(config: Config, telemetry: Telemetry, stats: StoreStats) -> dict[str, Any]:
+    """The ``/healthz`` object (and ``status --json``)."""
+    now = time.monotonic()
+    sensors: dict[str, Any] = {}
+    worst = "ok"
+    for sensor in config.sensors:
+        state = telemetry.sensor(sensor.name)
+        age = _age(state.last_reading_mono, now)
+        shown = state.state
+        if shown == "ok" and age is not None and age > stale_after(sensor,
+                                                                   config.health.stale_after):
+            shown = "stale"
+        if shown == "starting" and now - telemetry.started_mono > stale_after(
+                sensor, config.health.stale_after):
+            shown = "stale"
+        if shown in ("failing", "stale"):
+            worst = "degraded"
+        sensors[sensor.name] = {
+            "state": shown, "last_reading_age_s": age, "errors": state.errors,
+            "consecutive_errors": state.consecutive_errors, "last_error": state.last_error,
+            "stuck": state.stuck, "lateness_s": round(state.lateness_s, 4),
+            "max_lateness_s": round(state.max_lateness_s, 4), "resets": state.resets,
+        }
+    up = telemetry.uplink
+    oldest_age = None
+    if stats.oldest_ts is not None:
+        oldest_age = round(max(0.0, time.time() - stats.oldest_ts / 1000), 3)
+    uplink = {
+        "state": up.state, "last_success_age_s": _age(up.last_success_mono, now),
+        "last_error": up.last_error, "uploads": up.uploads, "readings_sent": up.readings_sent,
+        "bytes_sent": up.bytes_sent, "failures": dict(up.failures),
+        "retry_in_s": None if up.retry_at_mono is None else round(max(0.0, up.retry_at_mono
+                                                                        - now), 3),
+    }
+    if up.state in ("unauthorized", "rejecting"):
+        worst = "failing"
+    elif up.state in ("retrying", "throttled") and worst == "ok":
+        worst = "degraded"
+    if sensors and all(s["state"] in ("failing", "stale") for s in sensors.values()):
+        worst = "failing"
+    actuators = {
+        name: {"state": a.value, "source": a.source, "last_command": a.last_command}
+        for name, a in telemetry.actuators.items()
+    }
+    return {
+        "status": worst,
+        "gateway": config.gateway_id,
+        "uptime_s": round(now - telemetry.started_mono, 3),
+        "sensors": sensors,
+        "buffer": {
+            "readings": stats.readings, "bytes": stats.bytes, "oldest_age_s": oldest_age,
+            "dead_letters": stats.dead_letters, "next_seq": stats.next_seq,
+            "acked_seq": stats.acked_seq, "pending_drops": stats.pending_drops,
+            "dropped": stats.dropped_by_reason, "file_bytes": stats.file_bytes,
+            "quarantined": stats.quarantined,
+        },
+        "uplink": uplink,
+        "actuators": actuators,
+        "clock": {"synchronized": telemetry.clock_synchronized},
+        "power": {"throttled": telemetry.throttled},
+        "produced": telemetry.produced,
+    }
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def metrics_text(health: dict[str, Any]) -> str:
+    """Prometheus text exposition format 0.0.4."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str,
+               samples: list[tuple[dict[str, str], float | None]]) -> None:
+        lines.append(f"# HELP alatau_{name} {help_text}")
+        lines.append(f"# TYPE alatau_{name} {kind}")
+        for labels, value in samples:
+            if value is None:
+                continue
+            label_text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            lines.append(f"alatau_{name}{{{label_text}}} {float(value):g}" if label_text
+                         else f"alatau_{name} {float(value):g}")
+
+    sensors = health["sensors"]
+    metric("sensor_up", "gauge", "1 if the sensor's last read succeeded and is fresh.",
+           [({"sensor": n}, 1.0 if s["state"] == "ok" else 0.0) for n, s in sensors.items()])
+    metric("sensor_errors_total", "counter", "Failed reads.",
+           [({"sensor": n}, s["errors"]) for n, s in sensors.items()])
+    metric("sensor_last_reading_age_seconds", "gauge", "Seconds since the last good reading.",
+           [({"sensor": n}, s["last_reading_age_s"]) for n, s in sensors.items()])
+    metric("sensor_poll_lateness_seconds", "gauge", "How late the last poll started.",
+           [({"sensor": n}, s["lateness_s"]) for n, s in sensors.items()])
+    metric("sensor_stuck", "gauge", "1 if the sensor repeats the same values.",
+           [({"sensor": n}, 1.0 if s["stuck"] else 0.0) for n, s in sensors.items()])
+    buffer = health["buffer"]
+    metric("buffer_readings", "gauge", "Readings waiting for upload.", [({}, buffer["readings"])])
+    metric("buffer_bytes", "gauge", "Bytes of readings waiting for upload.",
+           [({}, buffer["bytes"])])
+    metric("buffer_oldest_age_seconds", "gauge", "Age of the oldest unsent reading.",
+           [({}, buffer["oldest_age_s"])])
+    metric("buffer_dead_letters", "gauge", "Readings the cloud refused for good.",
+           [({}, buffer["dead_letters"])])
+    metric("buffer_dropped_total", "counter", "Readings dropped on purpose, by reason.",
+           [({"reason": r}, c) for r, c in buffer["dropped"].items()])
+    up = health["uplink"]
+    metric("uplink_uploads_total", "counter", "Batches stored by the cloud.",
+           [({}, up["uploads"])])
+    metric("uplink_readings_sent_total", "counter", "Readings stored by the cloud.",
+           [({}, up["readings_sent"])])
+    metric("uplink_bytes_sent_total", "counter", "Request body bytes sent.",
+           [({}, up["bytes_sent"])])
+    metric("uplink_failures_total", "counter", "Failed uploads, by kind.",
+           [({"kind": k}, c) for k, c in up["failures"].items()])
+    metric("uplink_last_success_age_seconds", "gauge", "Seconds since the last stored batch.",
+           [({}, up["last_success_age_s"])])
+    metric("actuator_value", "gauge", "Actuator output (0..1).",
+           [({"actuator": n, "source": a["source"]}, a["state"])
+            for n, a in health["actuators"].items()])
+    metric("clock_synchronized", "gauge", "1 if the wall clock is synchronised.",
+           [({}, 1.0 if health["clock"]["synchronized"] else 0.0)])
+    metric("power_throttled", "gauge", "Raspberry Pi get_throttled bits (0: all good).",
+           [({}, health["power"]["throttled"])])
+    metric("readings_produced_total", "counter", "Readings taken since start.",
+           [({}, health["produced"])])
+    metric("up", "gauge", "1 ok, 0.5 degraded, 0 failing.",
+           [({}, {"ok": 1.0, "degraded": 0.5}.get(health["status"], 0.0))])
+    return "\n".join(lines) + "\n"
+
+
+class HealthServer:
+    def __init__(self, listen: str, snapshot_fn: Callable[[], Awaitable[dict[str, Any]]]
+                 ) -> None:
+        host, _, port = listen.rpartition(":")
+        self.host = host.strip("[]")
+        self.port = int(port)
+        self.snapshot_fn = snapshot_fn
+        self.app = web.Application()
+        self.app.add_routes([web.get("/healthz", self._healthz),
+                             web.get("/metrics", self._metrics)])
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        if server is not None and server.sockets:  # type: ignore[union-attr]
+            self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        health = await self.snapshot_fn()
+        status = 503 if health["status"] == "failing" else 200
+        return web.json_response(health, status=status)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        health = await self.snapshot_fn()
+        return web.Response(text=metrics_text(health),
+                            content_type="text/plain", charset="utf-8",
+                            headers={"X-Prometheus-Format": "0.0.4"})
