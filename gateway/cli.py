@@ -142,7 +142,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def _health_url(args: argparse.Namespace) -> str:
     if args.url:
-        return args.url.rstrip("/")
+        return str(args.url).rstrip("/")
     listen = config_mod.DEFAULT_HEALTH_LISTEN
     path = args.config or config_mod.DEFAULT_CONFIG_PATH
     if args.config or os.path.exists(path):
@@ -225,7 +225,7 @@ def cmd_actuate(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     try:
-        message = actuate_by_hand(cfg, args.name, args.value, simulate=args.simulate)
+        message: str = actuate_by_hand(cfg, args.name, args.value, simulate=args.simulate)
     except (KeyError, ValueError) as exc:
         raise UsageError(str(exc.args[0]) if exc.args else str(exc)) from None
     print(message)
@@ -241,7 +241,8 @@ def cmd_cloud(args: argparse.Namespace) -> int:
     token = None
     if args.token_file:
         try:
-            token = open(args.token_file, encoding="utf-8").read().strip()
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.read().strip()
         except OSError as exc:
             raise UsageError(f"--token-file {args.token_file}: {exc.strerror}") from None
     setup_logging(args.verbose)

@@ -221,9 +221,7 @@ class CloudServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])
         return self.port
 
     def url(self, host: str = "127.0.0.1") -> str:
@@ -257,10 +255,10 @@ class CloudServer:
         self.request_log.append(entry)
         if self.faults.delay_s:
             await asyncio.sleep(self.faults.delay_s)
-        if self.token is not None:
-            if request.headers.get("Authorization") != f"Bearer {self.token}":
-                entry["status"] = 401
-                return _error(401, "missing or wrong bearer token")
+        if self.token is not None and \
+                request.headers.get("Authorization") != f"Bearer {self.token}":
+            entry["status"] = 401
+            return _error(401, "missing or wrong bearer token")
         early = self._fault_status(None)
         if early is not None:
             entry["status"] = early[0]

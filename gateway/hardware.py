@@ -9,6 +9,7 @@ gpiozero's ``MockFactory``. The drivers are the same either way.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from typing import Any
@@ -78,7 +79,7 @@ class Hardware:
 
     @staticmethod
     def _serial_framing(sensor: SensorConfig) -> dict[str, Any]:
-        framing = {}
+        framing: dict[str, Any] = {}
         for key in ("parity", "stopbits", "bytesize"):
             if key in sensor.options:
                 framing[key] = sensor.options[key]
@@ -160,7 +161,7 @@ class Hardware:
         for sensor in self.config.sensors:
             spec = registry.get(sensor.driver)
             bus_key = f"i2c-{sensor.bus}" if spec.kind == "i2c" else f"tty-{sensor.port}"
-            slots.append(SensorSlot(sensor, lambda s=sensor: self.make_sensor(s), bus_key))
+            slots.append(SensorSlot(sensor, functools.partial(self.make_sensor, sensor), bus_key))
         if self.simulate:
             for sensor in self.config.sensors:
                 self._fake_for(sensor)

@@ -141,7 +141,7 @@ class Poller:
             values, ts = await asyncio.wait_for(
                 loop.run_in_executor(executor, self._read_blocking, slot),
                 timeout=slot.config.timeout)
-        except (DriverError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        except (TimeoutError, DriverError, OSError, ValueError) as exc:
             self._failed(slot, exc)
             return None
         except Exception as exc:  # a driver bug must not stop the other sensors

@@ -290,9 +290,8 @@ class Store:
         return int(row[0])
 
     def close(self) -> None:
-        with self._lock:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.close()
 
     # --- ingest --------------------------------------------------------------------
 

@@ -252,9 +252,8 @@ class Uploader:
                 return True
             if kind == "throttled":
                 assert reply is not None
-                wait = retry_after_seconds(reply.retry_after)
-                if wait is None:
-                    wait = self.backoff.next()
+                after = retry_after_seconds(reply.retry_after)
+                wait = self.backoff.next() if after is None else after
                 uplink.state = "throttled"
             elif kind == "unauthorized":
                 assert reply is not None
@@ -330,7 +329,7 @@ class Uploader:
                 if not (200 <= resp.status < 300 or resp.status == 409):
                     uplink.last_error = f"HTTP {resp.status}: {_snippet(content)}"
                 return Reply(resp.status, content, resp.headers.get("Retry-After"))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             uplink.last_error = f"timeout after {self.config.timeout:g} s"
         except aiohttp.ClientError as exc:
             uplink.last_error = f"{type(exc).__name__}: {exc}"
