@@ -154,7 +154,7 @@ class Poller:
         self._check_stuck(slot, values)
         if state.stuck:
             flags.append("stuck")
-        self.add_reading(Reading(name, ts, values, flags))
+        self.add_reading(Reading(name, ts, values, tuple(flags)))
         self.telemetry.produced += 1
         mono = time.monotonic()
         state.state = "ok"

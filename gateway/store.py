@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import marshal
 import math
 import os
 import shutil
@@ -29,6 +30,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +77,13 @@ class StoreError(Exception):
     """The buffer cannot do what was asked (not a corrupt file: that is recovered)."""
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):
+    """One measurement. ``values`` must be finite numbers (the poller checks)."""
+
     sensor: str
     ts: int
     values: Mapping[str, float]
-    flags: Sequence[str] = ()
+    flags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -124,25 +127,68 @@ class StoreStats:
     quarantined: list[str]
 
 
+Record = tuple[str, int, Mapping[str, float], tuple[str, ...]]
+"""How a reading sits in a chunk: (sensor, ts, values, flags); its seq is its position."""
+
+_templates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
+
+
+def _template(sensor: str, names: tuple[str, ...], flags: tuple[str, ...]) -> str:
+    """A ``%`` format for one sensor's readings: the JSON around seq, ts and the values.
+
+    A sensor sends the same quantities every time, so the names, quoting and layout are
+    built once and each reading costs one string format (a float's ``repr`` is valid JSON
+    for the finite values the poller admits).
+    """
+    key = (sensor, names, flags)
+    template = _templates.get(key)
+    if template is None:
+        def quoted(text: str) -> str:
+            return json.dumps(text).replace("%", "%%")
+        values = ",".join(f"{quoted(name)}:%r" for name in names)
+        flag_list = ",".join(quoted(flag) for flag in flags)
+        template = (f'{{"seq":%d,"sensor":{quoted(sensor)},"ts":%d,"values":{{{values}}},'
+                    f'"flags":[{flag_list}]}}')
+        if len(_templates) > 4096:
+            _templates.clear()
+        _templates[key] = template
+    return template
+
+
+def encode_records(first_seq: int, records: Sequence[Record]) -> list[bytes]:
+    """Readings as the ingest protocol's JSON objects, one ``bytes`` each."""
+    out = []
+    seq = first_seq
+    for sensor, ts, values, flags in records:
+        template = _template(sensor, tuple(values), flags)
+        out.append((template % (seq, ts, *values.values())).encode())
+        seq += 1
+    return out
+
+
 def encode_reading(seq: int, reading: Reading) -> bytes:
     """One reading as the ingest protocol's JSON object."""
-    values = reading.values
-    for name, value in values.items():
+    for name, value in reading.values.items():
         if not math.isfinite(value):
             raise ValueError(f"{reading.sensor}: {name} is {value}, not a finite number")
-    return json.dumps(
-        {"seq": seq, "sensor": reading.sensor, "ts": reading.ts,
-         "values": values, "flags": list(reading.flags)},
-        separators=(",", ":"), allow_nan=False,
-    ).encode()
+    return encode_records(seq, [tuple(reading)])[0]  # type: ignore[list-item]
 
 
-def _pack(lines: list[bytes]) -> bytes:
-    return zlib.compress(b"\n".join(lines), ZLIB_LEVEL)
+CHUNK_FORMAT = b"M4"
+"""Chunk encoding: zlib of ``marshal`` (version 4) of a list of records. marshal is the
+fastest stable encoder in the standard library (see docs/performance.md); a newer Python
+reads older versions, and an unreadable chunk is reported, never guessed at."""
 
 
-def _unpack(blob: bytes) -> list[bytes]:
-    return zlib.decompress(blob).split(b"\n")
+def _pack(records: list[Record]) -> bytes:
+    return CHUNK_FORMAT + zlib.compress(marshal.dumps(records, 4), ZLIB_LEVEL)
+
+
+def _unpack(blob: bytes) -> list[Record]:
+    if blob[:2] != CHUNK_FORMAT:
+        raise StoreError(f"unknown chunk format {blob[:2]!r}")
+    records: list[Record] = marshal.loads(zlib.decompress(blob[2:]))
+    return records
 
 
 class Store:
@@ -165,7 +211,7 @@ class Store:
         self.max_age_ms = None if max_age_s is None else int(max_age_s * 1000)
         self._lock = threading.RLock()
         self._pending: list[Reading] = []
-        self._cache: tuple[int, list[bytes]] | None = None
+        self._cache: tuple[int, list[Record]] | None = None
         self.quarantined: list[str] = []
         self.dropped_by_reason: dict[str, int] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,8 +313,13 @@ class Store:
     def _load_state(self) -> None:
         db = self._db
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        self._next_seq = int(meta.get("next_seq", 1))
         self._acked_seq = int(meta.get("acked_seq", 0))
+        highest = db.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(last_seq) FROM chunks), 0),"
+            " COALESCE((SELECT MAX(to_seq) FROM drops), 0),"
+            " COALESCE((SELECT MAX(seq) FROM dead_letters), 0))").fetchone()[0]
+        self._next_seq = max(int(meta.get("next_seq", 1)), int(highest) + 1,
+                             self._acked_seq + 1)
         row = db.execute("SELECT COALESCE(SUM(length(data)), 0), COUNT(*) FROM chunks").fetchone()
         self._bytes = int(row[0]) + 64 * int(row[1])
         self._readings = self._count_readings()
@@ -312,24 +363,15 @@ class Store:
                 return range(self._next_seq, self._next_seq)
             first = self._next_seq
             chunks: list[tuple[int, int, int, int, bytes]] = []
-            lines: list[bytes] = []
-            start = first
-            seq = first
-            for reading in pending:
-                try:
-                    lines.append(encode_reading(seq, reading))
-                except ValueError as exc:
-                    log.error("reading not stored: %s", exc)
-                    continue
-                seq += 1
-                if len(lines) >= CHUNK_MAX_READINGS:
-                    chunks.append(self._chunk(start, lines, pending))
-                    start, lines = seq, []
-            if lines:
-                chunks.append(self._chunk(start, lines, pending))
+            for offset in range(0, len(pending), CHUNK_MAX_READINGS):
+                # marshal takes plain tuples only, not the NamedTuple subclass.
+                part: list[Record] = [
+                    (r[0], r[1], r[2], r[3]) for r in pending[offset:offset + CHUNK_MAX_READINGS]]
+                start = first + offset
+                chunks.append((start, start + len(part) - 1, part[0][1], part[-1][1],
+                               _pack(part)))
+            seq = first + len(pending)
             last = seq - 1
-            if last < first:
-                return range(first, first)
             new_bytes = sum(len(c[4]) + 64 for c in chunks)
             if seq > self._reserved:
                 self._write_reserve(seq + SEQ_RESERVE_BLOCK)
@@ -343,7 +385,8 @@ class Store:
                     db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", chunks)
                 else:
                     self._record_drop_locked(first, last, self._full_reason())
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (seq,))
+                # No write of next_seq here: it follows from the chunks (one page less per
+                # commit on the SD card); it is written when chunks are deleted.
                 db.execute("COMMIT")
             except sqlite3.Error:
                 with contextlib.suppress(sqlite3.Error):
@@ -362,15 +405,6 @@ class Store:
                 self._bytes += new_bytes
                 self._readings += last - first + 1
             return range(first, seq)
-
-    @staticmethod
-    def _chunk(start: int, lines: list[bytes], pending: list[Reading]
-               ) -> tuple[int, int, int, int, bytes]:
-        # Timestamps of the chunk's first and last reading, read back from the lines'
-        # own order: pending keeps arrival order, so min/max of the slice is enough.
-        first_ts = json.loads(lines[0])["ts"]
-        last_ts = json.loads(lines[-1])["ts"]
-        return (start, start + len(lines) - 1, first_ts, last_ts, _pack(lines))
 
     def _free_disk(self) -> int:
         try:
@@ -454,12 +488,29 @@ class Store:
 
     # --- delivery ------------------------------------------------------------------
 
-    def _lines_of(self, first_seq: int, blob: bytes) -> list[bytes]:
+    def _records_of(self, first_seq: int, last_seq: int, blob: bytes) -> list[Record] | None:
+        """A chunk's records; an unreadable chunk is deleted and reported dropped."""
         if self._cache is not None and self._cache[0] == first_seq:
             return self._cache[1]
-        lines = _unpack(blob)
-        self._cache = (first_seq, lines)
-        return lines
+        try:
+            records = _unpack(blob)
+            if len(records) != last_seq - first_seq + 1:
+                raise StoreError(f"holds {len(records)} readings, expected "
+                                 f"{last_seq - first_seq + 1}")
+        except (StoreError, zlib.error, ValueError, EOFError, TypeError) as exc:
+            log.error("buffer chunk %d-%d is unreadable (%s): reported as dropped",
+                      first_seq, last_seq, exc)
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM chunks WHERE first_seq = ?", (first_seq,))
+            low = max(first_seq, self._acked_seq + 1)
+            if last_seq >= low:
+                self._record_drop_locked(low, last_seq, DROP_BUFFER_CORRUPT)
+                self._readings -= last_seq - low + 1
+            self._bytes -= len(blob) + 64
+            self._db.execute("COMMIT")
+            return None
+        self._cache = (first_seq, records)
+        return records
 
     def iter_lines(self, after_seq: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Undelivered readings in seq order, one chunk in memory at a time."""
@@ -467,16 +518,17 @@ class Store:
         while True:
             with self._lock:
                 row = self._db.execute(
-                    "SELECT first_seq, data FROM chunks WHERE last_seq > ? "
+                    "SELECT first_seq, last_seq, data FROM chunks WHERE last_seq > ? "
                     "ORDER BY first_seq LIMIT 1", (position,)).fetchone()
-            if row is None:
-                return
-            first_seq, blob = row
-            lines = _unpack(blob)
-            start = max(position + 1, first_seq)
-            for seq in range(start, first_seq + len(lines)):
-                yield seq, lines[seq - first_seq]
-            position = first_seq + len(lines) - 1
+                if row is None:
+                    return
+                first_seq, last_seq, blob = row
+                records = self._records_of(first_seq, last_seq, blob)
+            if records is not None:
+                start = max(position + 1, first_seq)
+                lines = encode_records(start, records[start - first_seq:])
+                yield from zip(range(start, last_seq + 1), lines, strict=True)
+            position = last_seq
 
     def next_batch(self, max_readings: int, max_bytes: int, after_seq: int | None = None
                    ) -> Batch | None:
@@ -490,29 +542,32 @@ class Store:
             first: int | None = None
             while len(lines) < max_readings:
                 row = self._db.execute(
-                    "SELECT first_seq, data FROM chunks WHERE last_seq > ? "
+                    "SELECT first_seq, last_seq, data FROM chunks WHERE last_seq > ? "
                     "ORDER BY first_seq LIMIT 1", (position,)).fetchone()
                 if row is None:
                     break
-                first_seq, blob = row
-                chunk_lines = self._lines_of(first_seq, blob)
+                first_seq, last_seq, blob = row
                 start = max(position + 1, first_seq)
+                if first is not None and start != position + 1:
+                    break  # a gap (dropped chunk): end the batch so seqs stay contiguous
+                records = self._records_of(first_seq, last_seq, blob)
+                if records is None:
+                    if first is not None:
+                        break
+                    continue
                 if first is None:
                     first = start
-                elif start != position + 1:
-                    break  # a gap (dropped chunk): end the batch so seqs stay contiguous
                 index = start - first_seq
-                stop = False
-                while index < len(chunk_lines) and len(lines) < max_readings:
-                    line = chunk_lines[index]
+                wanted = records[index:index + max_readings - len(lines)]
+                taken = 0
+                for line in encode_records(start, wanted):
                     if lines and size + len(line) + 1 > max_bytes:
-                        stop = True
                         break
                     lines.append(line)
                     size += len(line) + 1
-                    index += 1
-                position = first_seq + index - 1
-                if stop:
+                    taken += 1
+                position = start + taken - 1
+                if taken < len(wanted) or (position < last_seq and len(lines) >= max_readings):
                     break
             if not lines and not drops:
                 return None
@@ -552,6 +607,8 @@ class Store:
                     "WHERE last_seq <= ?", (last,)).fetchone()
                 db.execute("DELETE FROM chunks WHERE last_seq <= ?", (last,))
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('acked_seq', ?)", (last,))
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)",
+                           (self._next_seq,))
                 self._bytes -= int(removed[0]) + 64 * int(removed[1])
                 self._acked_seq = last
             db.execute("COMMIT")
@@ -619,6 +676,9 @@ def read_only_stats(path: str | Path) -> tuple[StoreStats, list[dict[str, object
         try:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             acked = int(meta.get("acked_seq", 0))
+            highest = db.execute("SELECT MAX(last_seq) FROM chunks").fetchone()[0]
+            if highest is not None and highest + 1 > int(meta.get("next_seq", 1)):
+                meta["next_seq"] = highest + 1
             readings = db.execute(
                 "SELECT COALESCE(SUM(last_seq - MAX(first_seq, ?) + 1), 0) FROM chunks "
                 "WHERE last_seq > ?", (acked + 1, acked)).fetchone()[0]
@@ -657,14 +717,17 @@ def export_lines(path: str | Path) -> Iterator[bytes]:
                          ).get("acked_seq", 0))
         position = acked
         while True:
-            row = db.execute("SELECT first_seq, data FROM chunks WHERE last_seq > ? "
+            row = db.execute("SELECT first_seq, last_seq, data FROM chunks WHERE last_seq > ? "
                              "ORDER BY first_seq LIMIT 1", (position,)).fetchone()
             if row is None:
                 return
-            first_seq, blob = row
-            lines = _unpack(blob)
-            for seq in range(max(position + 1, first_seq), first_seq + len(lines)):
-                yield lines[seq - first_seq]
-            position = first_seq + len(lines) - 1
+            first_seq, last_seq, blob = row
+            start = max(position + 1, first_seq)
+            try:
+                records = _unpack(blob)
+            except (StoreError, zlib.error, ValueError, EOFError, TypeError) as exc:
+                raise StoreError(f"chunk {first_seq}-{last_seq} is unreadable: {exc}") from None
+            yield from encode_records(start, records[start - first_seq:])
+            position = last_seq
     finally:
         db.close()
