@@ -234,7 +234,8 @@ def http_url(value: Any) -> str | None:
 
 def host_port(value: Any) -> str | None:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # Port 0 asks the kernel for a free port (tests, the demo).
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         return "must be HOST:PORT, for example 127.0.0.1:9108"
     return None
 
