@@ -126,14 +126,14 @@ def test_default_timing_against_datasheet_measurement_time() -> None:
 
 
 def test_early_read_returns_the_previous_register_as_the_chip_does() -> None:
-    fake = FakeBH1750(time_scale=SCALE)
+    fake = FakeBH1750()  # datasheet timing: 120 ms, so the early read is surely early
     bus = FakeSMBus([fake])
     fake.set(illuminance_lux=1000.0)
     bus.write_byte(0x23, 0x20)
     early = i2c_msg.read(0x23, 2)
     bus.i2c_rdwr(early)
     assert bytes(early) == b"\x00\x00"  # power-up value, not the light
-    time.sleep(0.12 * SCALE * 2)
+    time.sleep(0.15)
     late = i2c_msg.read(0x23, 2)
     bus.i2c_rdwr(late)
     assert int.from_bytes(bytes(late), "big") == counts_from_lux(1000.0)

@@ -118,7 +118,7 @@ def test_chip_refuses_serial_number_during_periodic_measurement() -> None:
 
 
 def test_data_ready_clears_after_read_and_empty_buffer_is_nacked() -> None:
-    _fake, bus, driver = make()
+    _fake, bus, driver = make(period_s=0.3)  # no new result while this test looks
     driver.read()
 
     def status() -> int:
