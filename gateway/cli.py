@@ -376,6 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # A bug, not bad input: one line for the user, the traceback only when asked.
+        if os.environ.get("ALATAU_GATEWAY_DEBUG") == "1" or getattr(args, "verbose", False):
+            raise
+        print(f"{PROG} {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(set ALATAU_GATEWAY_DEBUG=1 for details)", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from drivers import registry
+from gateway.buslock import LockedSMBus
 from gateway.config import Config, SensorConfig
 from gateway.poller import Sensor, SensorSlot
 from gateway.simulation import World
@@ -35,6 +36,7 @@ class Hardware:
         self.simulate = simulate
         self.world = world or World()
         self._i2c: dict[int, Any] = {}
+        self._bus_locks: dict[int, threading.Lock] = {}
         self.fakes: dict[str, Any] = {}
         """Simulated devices by sensor name (``simulate`` only)."""
         self._closers: list[Any] = []
@@ -149,7 +151,8 @@ class Hardware:
                 fake = self._fake_for(sensor)
                 if fake.address not in bus.devices:
                     bus.attach(fake)
-            driver: Sensor = cls(bus, address=sensor.address, **options)
+            locked = LockedSMBus(bus, self._bus_locks.setdefault(sensor.bus, threading.Lock()))
+            driver: Sensor = cls(locked, address=sensor.address, **options)
             return driver
         if sensor.unit is not None:
             options["unit"] = sensor.unit
@@ -160,11 +163,13 @@ class Hardware:
         slots = []
         for sensor in self.config.sensors:
             spec = registry.get(sensor.driver)
-            bus_key = f"i2c-{sensor.bus}" if spec.kind == "i2c" else f"tty-{sensor.port}"
+            # See gateway/buslock.py: a thread per I2C chip, a thread per serial port.
+            bus_key = (f"i2c-{sensor.bus}-0x{sensor.address:02x}" if spec.kind == "i2c"
+                       else f"tty-{sensor.port}")
             slots.append(SensorSlot(sensor, functools.partial(self.make_sensor, sensor), bus_key))
         if self.simulate:
-            for sensor in self.config.sensors:
-                self._fake_for(sensor)
+            # Fakes are made with their drivers (in make_sensor), so a fake that cannot be
+            # made fails that one sensor, visibly in health, not the whole service.
             self.start_world()
         return slots
 

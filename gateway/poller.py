@@ -189,7 +189,7 @@ class Poller:
         state.consecutive_errors += 1
         state.state = "failing"
         message = str(exc) or type(exc).__name__
-        if isinstance(exc, asyncio.TimeoutError):
+        if isinstance(exc, TimeoutError) and not str(exc):
             message = f"no answer within {slot.config.timeout:g} s"
         state.last_error = f"{type(exc).__name__}: {message}"
         delay = min(BACKOFF_MAX_S, slot.config.interval * 2 ** min(state.consecutive_errors - 1,
