@@ -63,7 +63,7 @@ CONFIG_FILTER_OFF = 0x00
 """config: t_sb unused in forced mode, IIR filter off, 3-wire SPI off (section 5.4.6)."""
 
 OVERSAMPLING_CODES = {1: 0b001, 2: 0b010, 4: 0b011, 8: 0b100, 16: 0b101}
-"""Oversampling factor -> osrs_x field value (tables 20, 22, 23). 0 (skipped) is not offered."""
+"""Oversampling factor -> osrs_x field value (sections 5.4.3, 5.4.5); 0 (skip) is not offered."""
 
 SKIPPED_20BIT = 0x80000
 """What the pressure and temperature registers hold when that measurement was skipped."""

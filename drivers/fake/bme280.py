@@ -8,7 +8,8 @@ As the chip does:
 - forced mode: a write to ``ctrl_meas`` with mode 01/10 starts one conversion, sets
   ``status.measuring`` for the typical measurement time of Appendix B (plus
   ``faults.delay_s``), then updates the data registers and returns to sleep mode; data
-  read during the conversion are the previous ones;
+  read during the conversion are the previous ones; a trigger written during a
+  conversion is ignored (the chip would run it afterwards, section 3.3.1);
 - ``ctrl_hum`` is latched only by a ``ctrl_meas`` write (section 5.4.3): change it
   without writing ``ctrl_meas`` afterwards and the old humidity setting is used;
 - a skipped measurement (oversampling 0) leaves 0x80000 (pressure, temperature) or
