@@ -214,8 +214,9 @@ def test_fake_latches_ctrl_hum_only_on_ctrl_meas_write(bus: FakeSMBus, fake: Fak
 
 
 def test_waits_for_the_conversion_instead_of_reading_old_data(
-    fake: FakeBME280, sensor: BME280
+    fake: FakeBME280, bus: FakeSMBus
 ) -> None:
+    sensor = BME280(bus, timeout_s=1.0)
     fake.set(temperature_celsius=10.0)
     sensor.read()
     fake.set(temperature_celsius=30.0)
@@ -279,7 +280,7 @@ def test_stuck_sensor_reports_what_the_chip_reports(fake: FakeBME280, sensor: BM
 
 def test_slow_conversion_times_out(fake: FakeBME280, bus: FakeSMBus) -> None:
     sensor = BME280(bus, timeout_s=0.03)
-    fake.faults.delay_s = 0.2
+    fake.faults.delay_s = 5.0  # far past any deadline, however loaded the machine
     with pytest.raises(DriverTimeoutError, match="measurement"):
         sensor.read()
 

@@ -107,6 +107,7 @@ def test_probe_reads_the_status_register(bus: FakeSMBus) -> None:
 def test_fake_nacks_the_read_while_measuring(bus: FakeSMBus, fake: FakeSHT3x) -> None:
     from smbus2 import i2c_msg
 
+    fake.faults.delay_s = 0.1  # so the read below surely comes while it measures
     bus.i2c_rdwr(i2c_msg.write(ADDRESS, [0x24, 0x00]))
     with pytest.raises(OSError) as caught:
         bus.i2c_rdwr(i2c_msg.read(ADDRESS, 6))
@@ -122,7 +123,8 @@ def test_fake_nacks_the_read_while_measuring(bus: FakeSMBus, fake: FakeSHT3x) ->
         bus.i2c_rdwr(i2c_msg.read(ADDRESS, 6))
 
 
-def test_retries_the_read_until_the_chip_is_done(fake: FakeSHT3x, sensor: SHT3x) -> None:
+def test_retries_the_read_until_the_chip_is_done(fake: FakeSHT3x, bus: FakeSMBus) -> None:
+    sensor = SHT3x(bus, timeout_s=1.0)
     fake.set(temperature_celsius=30.0)
     # Done 40 ms after the command: later than the 15.5 ms the driver waits first.
     fake.faults.delay_s = 0.0275
@@ -134,7 +136,7 @@ def test_retries_the_read_until_the_chip_is_done(fake: FakeSHT3x, sensor: SHT3x)
 
 def test_slow_measurement_times_out(fake: FakeSHT3x, bus: FakeSMBus) -> None:
     sensor = SHT3x(bus, timeout_s=0.03)
-    fake.faults.delay_s = 0.2
+    fake.faults.delay_s = 5.0  # far past any deadline, however loaded the machine
     with pytest.raises(DriverTimeoutError, match="SHT3x at I2C address 0x44"):
         sensor.read()
 

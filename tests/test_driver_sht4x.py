@@ -112,6 +112,7 @@ def test_probe_reads_the_serial_number(bus: FakeSMBus) -> None:
 
 
 def test_fake_nacks_the_read_while_measuring(bus: FakeSMBus, fake: FakeSHT4x) -> None:
+    fake.faults.delay_s = 0.1  # so the read below surely comes while it measures
     bus.i2c_rdwr(i2c_msg.write(ADDRESS, [0xFD]))
     with pytest.raises(OSError) as caught:
         bus.i2c_rdwr(i2c_msg.read(ADDRESS, 6))
@@ -125,7 +126,8 @@ def test_fake_nacks_the_read_while_measuring(bus: FakeSMBus, fake: FakeSHT4x) ->
     )
 
 
-def test_retries_the_read_until_the_chip_is_done(fake: FakeSHT4x, sensor: SHT4x) -> None:
+def test_retries_the_read_until_the_chip_is_done(fake: FakeSHT4x, bus: FakeSMBus) -> None:
+    sensor = SHT4x(bus, timeout_s=1.0)
     fake.set(temperature_celsius=30.0)
     # Done ~37 ms after the command: later than the 8.3 ms the driver waits first.
     fake.faults.delay_s = 0.03
@@ -137,7 +139,7 @@ def test_retries_the_read_until_the_chip_is_done(fake: FakeSHT4x, sensor: SHT4x)
 
 def test_slow_measurement_times_out(fake: FakeSHT4x, bus: FakeSMBus) -> None:
     sensor = SHT4x(bus, timeout_s=0.02)
-    fake.faults.delay_s = 0.2
+    fake.faults.delay_s = 5.0  # far past any deadline, however loaded the machine
     with pytest.raises(DriverTimeoutError, match="SHT4x at I2C address 0x44"):
         sensor.read()
 
