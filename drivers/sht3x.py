@@ -39,7 +39,6 @@ READ_STATUS = Command("read out of status register", b"\xf3\x2d", 1)
 CLEAR_STATUS = Command("clear status register", b"\x30\x41")
 SOFT_RESET = Command("soft reset", b"\x30\xa2", 0, 0.0015)
 """Section 4.9; the chip needs at most 1.5 ms (t_SR, table 4) before it listens again."""
-BREAK = Command("break (stop periodic data acquisition)", b"\x30\x93", 0, 0.001)
 
 STATUS_RESERVED_ZERO = 0x500C
 """Status bits 14, 12, 3 and 2 read '0' on an SHT3x (table 18); anything else is another chip."""

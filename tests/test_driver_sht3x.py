@@ -23,6 +23,7 @@ from drivers.fake.i2c import FakeSMBus
 from drivers.fake.sht3x import FakeSHT3x
 from drivers.sensirion import pack_words
 from drivers.sht3x import (
+    STATUS_SYSTEM_RESET_DETECTED,
     SHT3x,
     decode_measurement,
     relative_humidity_percent,
@@ -101,7 +102,7 @@ def test_probe_reads_the_status_register(bus: FakeSMBus) -> None:
     sensor = SHT3x(bus)
     assert bus.transactions[0] == (ADDRESS, "w", b"\xf3\x2d")
     assert bus.transactions[1][1:2] == ("r",) and len(bus.transactions[1][2]) == 3
-    assert sensor.status & 0x0010  # "system reset detected" after power-up
+    assert sensor.status & STATUS_SYSTEM_RESET_DETECTED  # set after power-up
 
 
 def test_fake_nacks_the_read_while_measuring(bus: FakeSMBus, fake: FakeSHT3x) -> None:
@@ -213,9 +214,9 @@ def test_reset_and_status(fake: FakeSHT3x, bus: FakeSMBus, sensor: SHT3x) -> Non
     sensor.reset()
     writes = [data for _, kind, data in bus.transactions if kind == "w"]
     assert writes == [b"\x30\xa2", b"\xf3\x2d", b"\x30\x41"]
-    assert sensor.read_status() & 0x0010 == 0  # cleared after the reset
+    assert sensor.read_status() & STATUS_SYSTEM_RESET_DETECTED == 0  # cleared by reset()
     fake.power_on_reset()  # a supply dip the driver did not cause
-    assert sensor.read_status() & 0x0010
+    assert sensor.read_status() & STATUS_SYSTEM_RESET_DETECTED
     fake.set(relative_humidity_percent=70.0)
     assert sensor.read()["relative_humidity_percent"] == pytest.approx(70.0, abs=RH_TOL)
 
