@@ -235,6 +235,17 @@ def cmd_actuate(args: argparse.Namespace) -> int:
 def cmd_cloud(args: argparse.Namespace) -> int:
     from gateway import cloud
 
+    if args.action == "keygen":
+        return _cloud_keygen(args)
+    if not args.listen or not args.db:
+        raise UsageError("--listen HOST:PORT and --db PATH are required "
+                         "(or: cloud keygen --out DIR)")
+    commands = None
+    if args.signing_key:
+        try:
+            commands = cloud.CommandQueue.from_key_file(args.signing_key)
+        except ValueError as exc:
+            raise UsageError(f"--signing-key: {exc}") from None
     host, sep, port = args.listen.rpartition(":")
     if not sep or not port.isdigit():
         raise UsageError(f"--listen {args.listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
@@ -247,11 +258,28 @@ def cmd_cloud(args: argparse.Namespace) -> int:
             raise UsageError(f"--token-file {args.token_file}: {exc.strerror}") from None
     setup_logging(args.verbose)
     try:
-        asyncio.run(cloud.serve(host.strip("[]"), int(port), args.db, token))
+        asyncio.run(cloud.serve(host.strip("[]"), int(port), args.db, token, commands))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
         raise Failure(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+def _cloud_keygen(args: argparse.Namespace) -> int:
+    from gateway.control import signing
+
+    if not args.out:
+        raise UsageError("keygen needs --out DIR (where signing.key and signing.pub go)")
+    try:
+        private_path, public_path = signing.generate_key_pair(args.out)
+    except FileExistsError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise Failure(f"--out {args.out}: {exc.strerror or exc}") from None
+    public = public_path.read_text(encoding="ascii").strip()
+    print(f"signing key (keep secret): {private_path}\npublic key: {public_path}\n"
+          f"gateways' config:  [control] public_key = \"{public}\"")
     return EXIT_OK
 
 
@@ -346,10 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=config_mod.DEFAULT_CONFIG_PATH, metavar="PATH")
     p.add_argument("--simulate", action="store_true")
 
-    p = command("cloud", cmd_cloud, "the reference city-cloud receiver")
-    p.add_argument("--listen", required=True, metavar="HOST:PORT")
-    p.add_argument("--db", required=True, metavar="PATH")
+    p = command("cloud", cmd_cloud, "the reference city-cloud receiver "
+                                    "(`cloud keygen --out DIR`: a command-signing key pair)")
+    p.add_argument("action", nargs="?", choices=("keygen",),
+                   help="keygen: write signing.key and signing.pub into --out DIR")
+    p.add_argument("--listen", metavar="HOST:PORT", help="required unless keygen")
+    p.add_argument("--db", metavar="PATH", help="required unless keygen")
     p.add_argument("--token-file", metavar="PATH", help="require this bearer token")
+    p.add_argument("--signing-key", metavar="FILE",
+                   help="sign actuator commands queued at POST /_admin/commands")
+    p.add_argument("--out", metavar="DIR", help="keygen: the directory for the key pair")
     p.add_argument("-v", "--verbose", action="store_true")
     return parser
 

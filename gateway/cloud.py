@@ -12,12 +12,18 @@ import gzip
 import json
 import logging
 import sqlite3
+import time
+import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.control import signing
 
 log = logging.getLogger(__name__)
 
@@ -320,19 +326,151 @@ class CloudServer:
         return web.json_response(self.faults.to_json())
 
 
+COMMANDS_PATH = "/_admin/commands"
+DEFAULT_COMMAND_TTL_S = 300.0
+
+
+class CommandQueue:
+    """Signed actuator commands for gateways, handed out in their ingest replies.
+
+    A queued command rides on every reply to its gateway until that gateway reports a
+    result for its id (a lost reply is thus made good) or it expires. Results arriving
+    in batches' ``command_results`` are recorded, the first per id winning: gateways
+    resend a result until a reply confirms it, so duplicates are expected. The queue
+    lives in memory: this is the reference cloud, for development and tests.
+    """
+
+    def __init__(self, signing_key: Ed25519PrivateKey,
+                 wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+        self.signing_key = signing_key
+        self.wall_ms = wall_ms
+        self.queued: dict[str, list[dict[str, Any]]] = {}
+        self._once: dict[str, list[Any]] = {}
+        self.results: dict[str, dict[str, dict[str, Any]]] = {}
+        self.unmatched_results: list[dict[str, Any]] = []
+        """Results without a usable id (a malformed command has none)."""
+        self.deliveries = 0
+
+    @classmethod
+    def from_key_file(cls, path: str | Path) -> CommandQueue:
+        text = signing.read_key_file(path, "signing key")
+        return cls(signing.private_key_from_text(text, f"signing key {path}"))
+
+    @property
+    def public_key(self) -> str:
+        """What goes into the gateways' ``[control] public_key``."""
+        return signing.public_key_text(self.signing_key.public_key())
+
+    def install(self, server: CloudServer) -> None:
+        server.extensions.append(self)
+        server.app.add_routes([web.post(COMMANDS_PATH, self._post_command),
+                               web.get(COMMANDS_PATH, self._get_commands)])
+
+    def sign(self, gateway: str, command_id: str, actuator: str, value: float,
+             not_after_ms: int) -> dict[str, Any]:
+        message = signing.canonical_bytes(gateway, command_id, actuator, value, not_after_ms)
+        return {"id": command_id, "actuator": actuator, "value": value,
+                "not_after": not_after_ms,
+                "signature": signing.sign(self.signing_key, message)}
+
+    def queue(self, gateway: str, actuator: str, value: float,
+              ttl_s: float = DEFAULT_COMMAND_TTL_S, command_id: str | None = None
+              ) -> dict[str, Any]:
+        """Sign and queue a command; returns it as the gateway will receive it."""
+        command_id = command_id or f"cmd-{uuid.uuid4().hex[:16]}"
+        command = self.sign(gateway, command_id, actuator, value,
+                            self.wall_ms() + round(ttl_s * 1000))
+        self.queued.setdefault(gateway, []).append(command)
+        return command
+
+    def queue_raw(self, gateway: str, item: Any) -> None:
+        """Hand ``item`` over exactly as given, once: forged and malformed commands."""
+        self._once.setdefault(gateway, []).append(item)
+
+    def result(self, gateway: str, command_id: str) -> dict[str, Any] | None:
+        return self.results.get(gateway, {}).get(command_id)
+
+    def on_batch(self, gateway: str, batch: dict[str, Any]) -> dict[str, Any]:
+        self._record_results(gateway, batch.get("command_results"))
+        now = self.wall_ms()
+        done = self.results.get(gateway, {})
+        live = [c for c in self.queued.get(gateway, [])
+                if c["id"] not in done and c["not_after"] >= now]
+        self.queued[gateway] = live
+        commands = live + self._once.pop(gateway, [])
+        if not commands:
+            return {}
+        self.deliveries += len(commands)
+        return {"commands": commands}
+
+    def _record_results(self, gateway: str, results: Any) -> None:
+        if results is None:
+            return
+        if not isinstance(results, list):
+            log.warning("gateway %s: command_results is not a list; ignored", gateway)
+            return
+        received = self.wall_ms()
+        known = self.results.setdefault(gateway, {})
+        for result in results:
+            if not isinstance(result, dict) or not isinstance(result.get("status"), str):
+                log.warning("gateway %s: a command result without a status; ignored", gateway)
+                continue
+            entry = {**result, "received_at": received}
+            command_id = result.get("id")
+            if not isinstance(command_id, str):
+                self.unmatched_results.append(entry)
+            elif command_id not in known:
+                known[command_id] = entry
+
+    async def _post_command(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            if not isinstance(data, dict):
+                raise ValueError("must be a JSON object")
+            gateway, actuator = data.get("gateway"), data.get("actuator")
+            value, ttl_s = data.get("value"), data.get("ttl_s", DEFAULT_COMMAND_TTL_S)
+            if not isinstance(gateway, str) or not isinstance(actuator, str):
+                raise ValueError("gateway and actuator must be strings")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError("value must be a number")
+            if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or ttl_s <= 0:
+                raise ValueError("ttl_s must be a number of seconds > 0")
+            command_id = data.get("id")
+            if command_id is not None and not isinstance(command_id, str):
+                raise ValueError("id must be a string")
+            command = self.queue(gateway, actuator, float(value), float(ttl_s), command_id)
+        except ValueError as exc:
+            return _error(400, f"bad command: {exc}")
+        return web.json_response({"gateway": gateway, "command": command}, status=201)
+
+    async def _get_commands(self, request: web.Request) -> web.Response:
+        gateway = request.query.get("gateway")
+        gateways = [gateway] if gateway else sorted(set(self.queued) | set(self.results))
+        return web.json_response({
+            g: {"queued": self.queued.get(g, []),
+                "results": list(self.results.get(g, {}).values())}
+            for g in gateways})
+
+
 def _error(status: int, message: str, retry_after: str | None = None) -> web.Response:
     headers = {"Retry-After": retry_after} if retry_after else None
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-async def serve(host: str, port: int, db_path: str, token: str | None = None) -> None:
+async def serve(host: str, port: int, db_path: str, token: str | None = None,
+                commands: CommandQueue | None = None) -> None:
     """Run the receiver until cancelled (the ``cloud`` command)."""
     server = CloudServer(db_path, token)
+    if commands is not None:
+        commands.install(server)
     actual = await server.start(host, port)
     log.info("reference cloud listening on http://%s:%d%s (db %s)", host, actual,
              INGEST_PATH, db_path)
     print(f"reference cloud: POST http://{host}:{actual}{INGEST_PATH}  db={db_path}",
           flush=True)
+    if commands is not None:
+        print(f"signed commands: POST/GET http://{host}:{actual}{COMMANDS_PATH}  "
+              f"public key {commands.public_key}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:

@@ -6,6 +6,8 @@ and, where it can be found, the line, so a technician fixes the file in one pass
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import math
 import re
@@ -311,8 +313,16 @@ RULE_KEYS = (
     Key("min_on", NUMBER, check=at_least(0), attribute="min_on_s"),
     Key("min_off", NUMBER, check=at_least(0), attribute="min_off_s"),
 )
+def raw_key_base64(value: Any) -> str | None:
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return "must be base64 (of the raw 32-byte Ed25519 public key)"
+    return None if len(raw) == 32 else f"must be base64 of 32 raw bytes, not {len(raw)}"
+
+
 CONTROL_KEYS = (
-    Key("public_key", (str,)),
+    Key("public_key", (str,), check=raw_key_base64),
     Key("public_key_file", (str,)),
     Key("command_hold", NUMBER, check=at_least(0)),
     Key("unreachable_fail_safe_after", NUMBER, check=positive),
@@ -440,6 +450,8 @@ def parse(text: str, source: str = "<config>") -> Config:
     control = v.table(data.get("control", {}), "control", CONTROL_KEYS)
     if "gateway" not in data:
         v.problem("gateway", "is required (at least gateway.id)")
+    if control.get("public_key") and control.get("public_key_file"):
+        v.problem("control.public_key_file", "give public_key or public_key_file, not both")
     if uplink.get("cert_file") and not uplink.get("key_file"):
         v.problem("uplink.key_file", "is required when uplink.cert_file is set")
 
@@ -556,6 +568,7 @@ def _rules(v: _Validator, items: list[Any], sensors: list[SensorConfig],
     seen: set[str] = set()
     sensor_names = [s.name for s in sensors]
     actuator_names = [a.name for a in actuators]
+    driven_by: dict[str, str] = {}
     for i, item in enumerate(items):
         path = f"rules[{i}]"
         values = v.table(item, path, RULE_KEYS)
@@ -581,6 +594,21 @@ def _rules(v: _Validator, items: list[Any], sensors: list[SensorConfig],
         for key in ("on_value", "off_value"):
             if key in values:
                 values[key] = float(values[key])
+        if values["actuator"] in driven_by:
+            v.problem(f"{path}.actuator", f"{values['actuator']!r} is already driven by rule "
+                                          f"{driven_by[values['actuator']]!r}; one rule per "
+                                          "actuator")
+        driven_by.setdefault(values["actuator"], values["name"])
+        for actuator in actuators:
+            if actuator.name != values["actuator"]:
+                continue
+            for key, default in (("on_value", 1.0), ("off_value", 0.0)):
+                value = values.get(key, default)
+                relay_ok = actuator.driver != "relay" or value in (0.0, 1.0)
+                if not (relay_ok and actuator.min <= value <= actuator.max):
+                    v.problem(f"{path}.{key}", f"{value:g} is outside actuator "
+                                               f"{actuator.name!r}'s bounds "
+                                               f"({actuator.min:g}..{actuator.max:g})")
         out.append(RuleConfig(**values))
     return out
 
