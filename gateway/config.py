@@ -606,8 +606,8 @@ def _rules(v: _Validator, items: list[Any], sensors: list[SensorConfig],
                 value = values.get(key, default)
                 relay_ok = actuator.driver != "relay" or value in (0.0, 1.0)
                 if not (relay_ok and actuator.min <= value <= actuator.max):
-                    v.problem(f"{path}.{key}", f"{value:g} is outside actuator "
-                                               f"{actuator.name!r}'s bounds "
+                    v.problem(f"{path}.{key}", f"{value:g} is outside the bounds of actuator "
+                                               f"{actuator.name!r} "
                                                f"({actuator.min:g}..{actuator.max:g})")
         out.append(RuleConfig(**values))
     return out

@@ -142,7 +142,7 @@ class CommandChecker:
                                    f"{(now - command.not_after_ms) / 1000:.1f} s in the past")
         actuator = self.actuators.get(command.actuator)
         if actuator is None:
-            known = ", ".join(sorted(self.actuators)) or "none"
+            known = ", ".join(self.actuators) or "none"
             return refuse(UNKNOWN_ACTUATOR, f"no actuator {command.actuator!r} "
                                             f"(known: {known})")
         if not within_bounds(actuator, command.value):

@@ -368,7 +368,7 @@ class Controller:
         """A technician's value (held like a command), or None to hand back control."""
         actuator = self.actuators.get(name)
         if actuator is None:
-            known = ", ".join(sorted(self.actuators)) or "none configured"
+            known = ", ".join(self.actuators) or "none configured"
             raise KeyError(f"no actuator named {name!r} (known: {known})")
         output = self.outputs.get(name)
         if output is None:
