@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from drivers.errors import DriverError
-from gateway.clock import ClockMonitor
+from gateway.clock import ClockMonitor, boot_id
 from gateway.config import SensorConfig
-from gateway.store import Reading
+from gateway.store import CLOCK_UNSYNCED, Reading
 from gateway.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MAX_S = 300.0
+CLOCK_CHECK_S = 5.0
 RESET_AFTER_FAILURES = 3
 STUCK_AFTER_READS = 30
 """Identical raw readings in a row (every quantity equal) before a sensor is flagged stuck."""
@@ -87,7 +88,10 @@ class Poller:
         self.listeners: list[Callable[[str, dict[str, float], float], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._synchronized = self.clock.synchronized()
-        self._clock_checked = 0.0
+        self.telemetry.clock_synchronized = self._synchronized
+        self._clock_checked = time.monotonic()
+        self.boot_id = boot_id()
+        self.on_clock_synced: list[Callable[[], None]] = []
 
     async def run(self) -> None:
         start = time.monotonic()
@@ -108,10 +112,16 @@ class Poller:
 
     def clock_synchronized(self) -> bool:
         now = time.monotonic()
-        if now - self._clock_checked > 5.0:
+        if now - self._clock_checked > CLOCK_CHECK_S:
             self._clock_checked = now
+            was = self._synchronized
             self._synchronized = self.clock.synchronized()
             self.telemetry.clock_synchronized = self._synchronized
+            if self._synchronized and not was:
+                log.info("wall clock synchronised: repairing timestamps of this boot's "
+                         "readings")
+                for callback in self.on_clock_synced:
+                    callback()
         return self._synchronized
 
     async def _schedule(self, slot: SensorSlot, start: float) -> None:
@@ -138,7 +148,7 @@ class Poller:
         loop = asyncio.get_running_loop()
         executor = self.workers.get(slot.bus_key)
         try:
-            values, ts = await asyncio.wait_for(
+            values, ts, mono_ms = await asyncio.wait_for(
                 loop.run_in_executor(executor, self._read_blocking, slot),
                 timeout=slot.config.timeout)
         except (TimeoutError, DriverError, OSError, ValueError) as exc:
@@ -149,12 +159,14 @@ class Poller:
             self._failed(slot, exc)
             return None
         flags: list[str] = []
+        clock: tuple[str, int] | None = None
         if not self.clock_synchronized():
-            flags.append("clock_unsynced")
+            flags.append(CLOCK_UNSYNCED)
+            clock = (self.boot_id, mono_ms)
         self._check_stuck(slot, values)
         if state.stuck:
             flags.append("stuck")
-        self.add_reading(Reading(name, ts, values, tuple(flags)))
+        self.add_reading(Reading(name, ts, values, tuple(flags), clock))
         self.telemetry.produced += 1
         mono = time.monotonic()
         state.state = "ok"
@@ -166,7 +178,7 @@ class Poller:
             listener(name, values, mono)
         return values
 
-    def _read_blocking(self, slot: SensorSlot) -> tuple[dict[str, float], int]:
+    def _read_blocking(self, slot: SensorSlot) -> tuple[dict[str, float], int, int]:
         state = self.telemetry.sensor(slot.config.name)
         if slot.driver is None:
             slot.driver = slot.factory()
@@ -177,10 +189,11 @@ class Poller:
                 reset()
         values = slot.driver.read()
         ts = self.wall_ms()
+        mono_ms = time.monotonic_ns() // 1_000_000
         for key, value in values.items():
             if not isinstance(value, float | int) or not math.isfinite(value):
                 raise ValueError(f"driver returned {key}={value!r}, not a finite number")
-        return {k: float(v) for k, v in values.items()}, ts
+        return {k: float(v) for k, v in values.items()}, ts, mono_ms
 
     def _failed(self, slot: SensorSlot, exc: BaseException) -> None:
         name = slot.config.name

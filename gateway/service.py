@@ -90,6 +90,7 @@ class Gateway:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def call_store(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -112,6 +113,7 @@ class Gateway:
                           min_free_bytes=storage.min_free_bytes, max_age_s=storage.max_age))
         slots = self._slots if self._slots is not None else self.hardware.slots()
         self.poller = Poller(slots, self.store.add, self.telemetry, clock=self.clock)
+        self.poller.on_clock_synced.append(self._clock_synced)
         self.controller = make_controller(self.config, self.telemetry, self.hardware)
         if self.controller is not None:
             self.controller.start()
@@ -198,6 +200,14 @@ class Gateway:
         if self.uploader is not None and self.store.readings >= \
                 self.config.uplink.batch_max_readings:
             self.uploader.wake.set()
+
+    def _clock_synced(self) -> None:
+        offset_ms = time.time_ns() // 1_000_000 - time.monotonic_ns() // 1_000_000
+        assert self.poller is not None and self.store is not None
+        task = asyncio.create_task(self.call_store(self.store.correct_clock,
+                                                   self.poller.boot_id, offset_ms))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _housekeeping(self) -> None:
         """Watchdog pings, status line, expiry, control timers, power supply state."""

@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     last_seq INTEGER NOT NULL,
     first_ts INTEGER NOT NULL,
     last_ts INTEGER NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    unsynced INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS drops (
     from_seq INTEGER PRIMARY KEY,
@@ -84,6 +85,8 @@ class Reading(NamedTuple):
     ts: int
     values: Mapping[str, float]
     flags: tuple[str, ...] = ()
+    clock: tuple[str, int] | None = None
+    """(boot id, monotonic ms) for readings taken before the clock was synchronised."""
 
 
 @dataclass
@@ -127,8 +130,13 @@ class StoreStats:
     quarantined: list[str]
 
 
-Record = tuple[str, int, Mapping[str, float], tuple[str, ...]]
-"""How a reading sits in a chunk: (sensor, ts, values, flags); its seq is its position."""
+Record = tuple[Any, ...]
+"""How a reading sits in a chunk: (sensor, ts, values, flags), plus (boot id, monotonic
+ms) as a fifth item for readings taken before the clock was synchronised. Its seq is its
+position in the chunk."""
+
+CLOCK_UNSYNCED = "clock_unsynced"
+CLOCK_CORRECTED = "clock_corrected"
 
 _templates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
 
@@ -159,9 +167,17 @@ def encode_records(first_seq: int, records: Sequence[Record]) -> list[bytes]:
     """Readings as the ingest protocol's JSON objects, one ``bytes`` each."""
     out = []
     seq = first_seq
-    for sensor, ts, values, flags in records:
-        template = _template(sensor, tuple(values), flags)
-        out.append((template % (seq, ts, *values.values())).encode())
+    for record in records:
+        if len(record) == 4:
+            sensor, ts, values, flags = record
+            template = _template(sensor, tuple(values), flags)
+            out.append((template % (seq, ts, *values.values())).encode())
+        else:
+            sensor, ts, values, flags, (boot, mono_ms) = record
+            out.append(json.dumps(
+                {"seq": seq, "sensor": sensor, "ts": ts, "values": values,
+                 "flags": list(flags), "boot_id": boot, "mono_ms": mono_ms},
+                separators=(",", ":")).encode())
         seq += 1
     return out
 
@@ -171,7 +187,14 @@ def encode_reading(seq: int, reading: Reading) -> bytes:
     for name, value in reading.values.items():
         if not math.isfinite(value):
             raise ValueError(f"{reading.sensor}: {name} is {value}, not a finite number")
-    return encode_records(seq, [tuple(reading)])[0]  # type: ignore[list-item]
+    return encode_records(seq, [_record(reading)])[0]
+
+
+def _record(r: Reading) -> Record:
+    # marshal takes plain tuples only, not the NamedTuple subclass.
+    if r.clock is None:
+        return (r.sensor, r.ts, r.values, r.flags)
+    return (r.sensor, r.ts, r.values, r.flags, r.clock)
 
 
 CHUNK_FORMAT = b"M4"
@@ -362,14 +385,14 @@ class Store:
             if not pending:
                 return range(self._next_seq, self._next_seq)
             first = self._next_seq
-            chunks: list[tuple[int, int, int, int, bytes]] = []
+            chunks: list[tuple[int, int, int, int, bytes, int]] = []
             for offset in range(0, len(pending), CHUNK_MAX_READINGS):
-                # marshal takes plain tuples only, not the NamedTuple subclass.
-                part: list[Record] = [
-                    (r[0], r[1], r[2], r[3]) for r in pending[offset:offset + CHUNK_MAX_READINGS]]
+                part = [(r[0], r[1], r[2], r[3]) if r[4] is None else _record(r)
+                        for r in pending[offset:offset + CHUNK_MAX_READINGS]]
                 start = first + offset
+                unsynced = sum(1 for r in part if len(r) == 5 and CLOCK_UNSYNCED in r[3])
                 chunks.append((start, start + len(part) - 1, part[0][1], part[-1][1],
-                               _pack(part)))
+                               _pack(part), unsynced))
             seq = first + len(pending)
             last = seq - 1
             new_bytes = sum(len(c[4]) + 64 for c in chunks)
@@ -382,7 +405,7 @@ class Store:
                 if not room and self.overflow == "drop_oldest":
                     room = self._drop_oldest_locked(new_bytes)
                 if room:
-                    db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", chunks)
+                    db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", chunks)
                 else:
                     self._record_drop_locked(first, last, self._full_reason())
                 # No write of next_seq here: it follows from the chunks (one page less per
@@ -405,6 +428,53 @@ class Store:
                 self._bytes += new_bytes
                 self._readings += last - first + 1
             return range(first, seq)
+
+    def correct_clock(self, boot_id: str, offset_ms: int) -> int:
+        """The clock is synchronised now: repair the ``ts`` of this boot's unsynced readings.
+
+        ``offset_ms`` is wall time minus monotonic time, measured just after the sync; a
+        reading's true time is its monotonic time plus that offset. Readings of other
+        boots keep their flag: their monotonic clock cannot be related to this one.
+        Returns how many readings were corrected.
+        """
+        def fix(record: Record) -> Record:
+            sensor, _, values, flags, clock = record
+            if clock[0] != boot_id or CLOCK_UNSYNCED not in flags:
+                return record
+            new_flags = tuple(CLOCK_CORRECTED if f == CLOCK_UNSYNCED else f for f in flags)
+            return (sensor, clock[1] + offset_ms, values, new_flags, clock)
+
+        with self._lock:
+            corrected = 0
+            for i, reading in enumerate(self._pending):
+                if reading.clock is not None:
+                    fixed = fix(_record(reading))
+                    if fixed[1] != reading.ts or fixed[3] != reading.flags:
+                        self._pending[i] = Reading(*fixed)
+                        corrected += 1
+            rows = self._db.execute(
+                "SELECT first_seq, last_seq, data FROM chunks WHERE unsynced > 0 "
+                "ORDER BY first_seq").fetchall()
+            if not rows:
+                return corrected
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for first_seq, _, blob in rows:
+                    records = [fix(r) if len(r) == 5 else r for r in _unpack(blob)]
+                    left = sum(1 for r in records if len(r) == 5 and CLOCK_UNSYNCED in r[3])
+                    corrected += sum(1 for r in records
+                                     if len(r) == 5 and CLOCK_CORRECTED in r[3])
+                    self._db.execute(
+                        "UPDATE chunks SET data = ?, unsynced = ?, first_ts = ?, last_ts = ? "
+                        "WHERE first_seq = ?",
+                        (_pack(records), left, records[0][1], records[-1][1], first_seq))
+                self._db.execute("COMMIT")
+            except Exception:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+            self._cache = None
+            return corrected
 
     def _free_disk(self) -> int:
         try:
