@@ -67,7 +67,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-[ "$(id -u)" -eq 0 ] || die "must run as root (try: sudo $0 $*)"
+[ "$(id -u)" -eq 0 ] || die "must run as root (try: sudo $0${*:+ $*})"
 if [ "$purge" = 1 ] && [ "$uninstall" = 0 ]; then
     die "--purge only goes with --uninstall"
 fi
