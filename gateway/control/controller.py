@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,8 +187,12 @@ class Controller:
         if self._floor_raised_mono is not None and \
                 now - self._floor_raised_mono < CLOCK_FLOOR_EVERY_S:
             return
-        self.ledger.raise_clock_floor(self.wall_ms())
         self._floor_raised_mono = now
+        try:
+            self.ledger.raise_clock_floor(self.wall_ms())
+        except sqlite3.Error as exc:  # a full disk must not stop the housekeeping loop
+            log.error("control state %s: cannot record the clock floor: %s",
+                      self.ledger.path, exc)
 
     # --- readings and time passing -----------------------------------------------------------
 
@@ -308,6 +313,16 @@ class Controller:
         """A 2xx reply: it acknowledges the results sent with it, and may carry commands."""
         if self.ledger is None or self.checker is None:
             return
+        try:
+            self._on_reply(body)
+        except sqlite3.Error as exc:
+            # Ids are written before outputs move, so nothing unrecorded has run; with no
+            # result sent, the cloud offers the commands again.
+            log.error("control state %s: %s; commands in this reply not run",
+                      self.ledger.path, exc)
+
+    def _on_reply(self, body: dict[str, Any]) -> None:
+        assert self.ledger is not None and self.checker is not None
         if self._in_flight:
             self.ledger.drop_results(self._in_flight)
             self._in_flight = []
@@ -356,7 +371,13 @@ class Controller:
         """Results not yet acknowledged ride on every batch until a reply confirms them."""
         if self.ledger is None:
             return {}
-        pending = self.ledger.pending_results(MAX_RESULTS_PER_BATCH)
+        try:
+            pending = self.ledger.pending_results(MAX_RESULTS_PER_BATCH)
+        except sqlite3.Error as exc:
+            log.error("control state %s: cannot read command results: %s",
+                      self.ledger.path, exc)
+            self._in_flight = []
+            return {}
         self._in_flight = [n for n, _ in pending]
         if not pending:
             return {}

@@ -29,8 +29,8 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
-class LedgerError(Exception):
-    """The control state file cannot be opened or written."""
+class LedgerError(OSError):
+    """The control state file cannot be opened (an I/O problem, reported as one)."""
 
 
 class Ledger:
