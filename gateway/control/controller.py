@@ -286,18 +286,25 @@ class Controller:
                 return  # protects the contactor; the next tick retries
             log.info("rule %s: %s = %g -> %s = %g", rule.name, rule.config.quantity,
                      rule.state.last_value or 0.0, name, target)
-        self._drive(output, target, SOURCE_RULE, now)
+        self._try_drive(output, target, SOURCE_RULE, now)
 
     def _fail_safe(self, output: Output, now: float, why: str) -> None:
-        state = self.telemetry.actuator(output.name)
         if output.value != output.config.fail_safe:
             log.info("actuator %s -> fail-safe %g (%s)", output.name, output.config.fail_safe,
                      why)
+        self._try_drive(output, output.config.fail_safe, SOURCE_FAIL_SAFE, now)
+
+    def _try_drive(self, output: Output, value: float, source: str, now: float) -> None:
+        """Drive for a rule or fail-safe: a GPIO fault is logged once, then retried on
+        every tick, and never stops the loop that asked."""
         try:
-            self._drive(output, output.config.fail_safe, SOURCE_FAIL_SAFE, now)
+            self._drive(output, value, source, now)
         except ActuatorFault as exc:
-            log.error("%s", exc)
-            state.source = SOURCE_FAIL_SAFE
+            if output.fault != str(exc):
+                log.error("%s", exc)
+            output.fault = str(exc)
+        else:
+            output.fault = None
 
     def _drive(self, output: Output, value: float, source: str, now: float) -> None:
         changed = output.set(value, now)

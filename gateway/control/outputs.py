@@ -38,6 +38,8 @@ class Output:
         self.driver = driver
         self.value = value
         self.changed_mono = now
+        self.fault: str | None = None
+        """The last failure to drive it, until a drive succeeds."""
 
     @property
     def name(self) -> str:
