@@ -27,13 +27,25 @@ def identify(bus: Any, address: int) -> str:
     return " or ".join(names) if names else "unknown"
 
 
+def _probe(bus: Any, address: int) -> bool:
+    """Does a chip acknowledge ``address``? Probed as ``i2cdetect`` does by default: a
+    quick write, except a byte read in the EEPROM ranges, where a quick write can corrupt
+    some chips (a quick write of 0 looks like a write-protect command to them)."""
+    try:
+        if 0x30 <= address <= 0x37 or 0x50 <= address <= 0x5F:
+            bus.read_byte(address)
+        else:
+            bus.write_quick(address)
+    except OSError:
+        return False
+    return True
+
+
 def scan_bus(bus: Any) -> dict[int, str]:
-    """Addresses that acknowledge a one-byte read, with what they probably are."""
+    """Addresses that acknowledge, with what they probably are."""
     found: dict[int, str] = {}
     for address in range(FIRST_ADDRESS, LAST_ADDRESS + 1):
-        try:
-            bus.read_byte(address)
-        except OSError:
+        if not _probe(bus, address):
             continue
         found[address] = identify(bus, address)
     return found

@@ -88,6 +88,15 @@ class FakeSMBus:
             del self.transactions[:-1000]
             return data
 
+    def write_quick(self, i2c_addr: int, force: bool | None = None) -> None:
+        """Address-only transaction, as ``i2cdetect`` probes: the chip acknowledges its
+        address (or not) and no data moves. Only ``scan`` uses it, never a driver."""
+        with self._lock:
+            self.transactions.append((i2c_addr, "q", b""))
+            device = self._device(i2c_addr)
+            if device.faults.nack:
+                raise nack()
+
     # The SMBus methods the drivers may use (see DESIGN.md).
 
     def read_byte(self, i2c_addr: int, force: bool | None = None) -> int:
