@@ -530,6 +530,23 @@ class Store:
             (key, high - low + 1, high - low + 1))
         self.dropped_by_reason[reason] = self.dropped_by_reason.get(reason, 0) + high - low + 1
 
+    def _uncover_locked(self, low: int, high: int) -> list[tuple[int, int, str]]:
+        """Take seqs ``low..high`` out of the drop ranges still to report; returns the
+        parts taken. A range may have grown since a batch carried it (a later drop next
+        to it is merged in), so only the part that was carried may go."""
+        taken = []
+        rows = self._db.execute(
+            "SELECT from_seq, to_seq, reason FROM drops WHERE from_seq <= ? AND to_seq >= ?",
+            (high, low)).fetchall()
+        for a, b, reason in rows:
+            self._db.execute("DELETE FROM drops WHERE from_seq = ?", (a,))
+            if a < low:
+                self._db.execute("INSERT INTO drops VALUES (?, ?, ?)", (a, low - 1, reason))
+            if b > high:
+                self._db.execute("INSERT INTO drops VALUES (?, ?, ?)", (high + 1, b, reason))
+            taken.append((max(a, low), min(b, high), str(reason)))
+        return taken
+
     def expire(self, now_ms: int) -> int:
         """Drop undelivered readings older than ``max_age``; returns how many."""
         if self.max_age_ms is None:
@@ -662,8 +679,8 @@ class Store:
         last = batch.key_range[1] if batch.lines else self._acked_seq
         db.execute("BEGIN IMMEDIATE")
         try:
-            for from_seq, _, _ in batch.drops:
-                db.execute("DELETE FROM drops WHERE from_seq = ?", (from_seq,))
+            for low, high, _ in batch.drops:
+                self._uncover_locked(low, high)
             if rejected is not None and batch.lines:
                 now = int(time.time() * 1000)
                 db.executemany(
