@@ -679,8 +679,9 @@ class Store:
         last = batch.key_range[1] if batch.lines else self._acked_seq
         db.execute("BEGIN IMMEDIATE")
         try:
-            for low, high, _ in batch.drops:
-                self._uncover_locked(low, high)
+            if rejected is None:  # a refused request: the cloud never saw its drops
+                for low, high, _ in batch.drops:
+                    self._uncover_locked(low, high)
             if rejected is not None and batch.lines:
                 now = int(time.time() * 1000)
                 db.executemany(
