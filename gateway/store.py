@@ -695,10 +695,11 @@ class Store:
                     "WHERE last_seq <= ?", (last,)).fetchone()
                 db.execute("DELETE FROM chunks WHERE last_seq <= ?", (last,))
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('acked_seq', ?)", (last,))
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)",
-                           (self._next_seq,))
                 self._bytes -= int(removed[0]) + 64 * int(removed[1])
                 self._acked_seq = last
+            # Rows that held the highest seqs may be gone now (chunks, or drop ranges
+            # reported by a batch without readings): next_seq must not follow them down.
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (self._next_seq,))
             db.execute("COMMIT")
         except sqlite3.Error:
             with contextlib.suppress(sqlite3.Error):
