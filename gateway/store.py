@@ -682,15 +682,15 @@ class Store:
             if rejected is None:  # a refused request: the cloud never saw its drops
                 for low, high, _ in batch.drops:
                     self._uncover_locked(low, high)
-                if batch.lines:
-                    # After release() this very batch's chunks may have been dropped while
-                    # it was being retried: it was delivered after all, not dropped.
-                    for low, high, reason in self._uncover_locked(batch.first_seq, last):
-                        count = high - low + 1
-                        db.execute("UPDATE meta SET value = value - ? WHERE key = ?",
-                                   (count, f"dropped:{reason}"))
-                        self.dropped_by_reason[reason] = (
-                            self.dropped_by_reason.get(reason, 0) - count)
+            if batch.lines:
+                # After release() this very batch's chunks may have been dropped while it
+                # was being retried: it was delivered (or is dead-lettered) after all.
+                for low, high, reason in self._uncover_locked(batch.first_seq, last):
+                    count = high - low + 1
+                    db.execute("UPDATE meta SET value = value - ? WHERE key = ?",
+                               (count, f"dropped:{reason}"))
+                    self.dropped_by_reason[reason] = (
+                        self.dropped_by_reason.get(reason, 0) - count)
             if rejected is not None and batch.lines:
                 now = int(time.time() * 1000)
                 db.executemany(
