@@ -285,6 +285,10 @@ class Store:
 
     def _quarantine(self, reason: str) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        taken = 1
+        while any(Path(f"{self.path}.corrupt-{stamp}{s}").exists() for s in ("", "-wal", "-shm")):
+            taken += 1  # quarantined before within this second: keep that evidence too
+            stamp = f"{stamp.partition('-')[0]}-{taken}"
         for suffix in ("", "-wal", "-shm"):
             src = Path(f"{self.path}{suffix}")
             if src.exists():
