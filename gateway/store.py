@@ -310,6 +310,8 @@ class Store:
         if next_seq - 1 > acked:
             db.execute("INSERT INTO drops VALUES (?, ?, ?)",
                        (acked + 1, next_seq - 1, DROP_BUFFER_CORRUPT))
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                       (f"dropped:{DROP_BUFFER_CORRUPT}", next_seq - 1 - acked))
         db.execute("COMMIT")
 
     @property
