@@ -74,6 +74,25 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+WAL_MAGIC = (0x377F0682, 0x377F0683)
+
+
+def _wal_header_valid(header: bytes) -> bool:
+    """The 32-byte WAL header's magic and checksum (sqlite.org/fileformat2.html#walformat)."""
+    if len(header) < 32:
+        return False
+    magic = int.from_bytes(header[:4], "big")
+    if magic not in WAL_MAGIC:
+        return False
+    order = "big" if magic & 1 else "little"
+    s0 = s1 = 0
+    for i in range(0, 24, 8):
+        s0 = (s0 + int.from_bytes(header[i:i + 4], order) + s1) & 0xFFFFFFFF
+        s1 = (s1 + int.from_bytes(header[i + 4:i + 8], order) + s0) & 0xFFFFFFFF
+    return (s0, s1) == (int.from_bytes(header[24:28], "big"),
+                        int.from_bytes(header[28:32], "big"))
+
+
 class StoreError(Exception):
     """The buffer cannot do what was asked (not a corrupt file: that is recovered)."""
 
@@ -257,6 +276,7 @@ class Store:
     def _open_checked(self) -> sqlite3.Connection:
         salvage: dict[str, int] = {}
         try:
+            self._check_wal()
             db = self._connect()
             result = db.execute("PRAGMA quick_check").fetchone()
             if result is None or result[0] != "ok":
@@ -278,6 +298,17 @@ class Store:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._restart_sequence(db, salvage)
         return db
+
+    def _check_wal(self) -> None:
+        """SQLite ignores a WAL whose header is damaged, and every transaction in it: the
+        buffer would silently go back in time and hand out those seqs again."""
+        try:
+            with open(f"{self.path}-wal", "rb") as f:
+                header = f.read(32)
+        except FileNotFoundError:
+            return
+        if header and not _wal_header_valid(header):
+            raise sqlite3.DatabaseError("the write-ahead log (-wal) is damaged")
 
     @staticmethod
     def _salvage_meta(db: sqlite3.Connection) -> dict[str, int]:
