@@ -74,6 +74,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+_BLANK = ("SELECT NOT (EXISTS (SELECT 1 FROM meta) OR EXISTS (SELECT 1 FROM chunks) "
+          "OR EXISTS (SELECT 1 FROM drops) OR EXISTS (SELECT 1 FROM dead_letters))")
+
 WAL_MAGIC = (0x377F0682, 0x377F0683)
 
 
@@ -275,6 +278,7 @@ class Store:
 
     def _open_checked(self) -> sqlite3.Connection:
         salvage: dict[str, int] = {}
+        existed = self.path.exists()
         try:
             self._check_wal()
             db = self._connect()
@@ -286,6 +290,17 @@ class Store:
             if version not in (0, SCHEMA_VERSION):
                 raise sqlite3.DatabaseError(f"unknown schema version {version}")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if db.execute(_BLANK).fetchone()[0]:
+                if self._read_reserve() is None:  # a new buffer: seq starts at 1
+                    db.execute("INSERT INTO meta VALUES ('next_seq', 1)")
+                    return db
+                # Seqs were handed out before, yet nothing here remembers them: the file
+                # was emptied (a zero-length file after a power cut) or removed.
+                if existed:
+                    raise sqlite3.DatabaseError("empty, though seqs were handed out before")
+                log.error("buffer %s is missing, though seqs were handed out before; "
+                          "starting a fresh buffer above them", self.path)
+                self._restart_sequence(db, {})
             return db
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(Exception):
