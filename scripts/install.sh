@@ -168,7 +168,8 @@ if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys' 2>/dev/null
     rm -rf "$VENV"
 fi
 if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
+    # Debian's interpreter (the one python3-venv is for), not whatever python3 is first in PATH.
+    /usr/bin/python3 -m venv "$VENV" || die "/usr/bin/python3 -m venv $VENV failed"
 fi
 # Build from a clean copy, so the checkout (often owned by the technician) gets no
 # root-owned build/ or *.egg-info, and a developer's .venv is not copied along.
@@ -182,6 +183,21 @@ tar -C "$TREE" --exclude=.git --exclude=.venv --exclude=venv --exclude=build \
 # its version number did not change; dependencies are only fetched when missing or too old.
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir "$build" \
     || die "pip install into $VENV failed (network to the package index? see above)"
+# On a Raspberry Pi, gpiozero drives the actuators through lgpio. Raspberry Pi OS ships it
+# as python3-lgpio, outside the venv: link just that module in (it is built for this same
+# interpreter), else take the wheel from the package index.
+if grep -qs "Raspberry Pi" /proc/device-tree/model \
+        && ! "$VENV/bin/python" -c 'import lgpio' 2>/dev/null; then
+    site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
+    if lgpio_files=$(/usr/bin/python3 -c 'import lgpio, _lgpio; print(lgpio.__file__); print(_lgpio.__file__)' 2>/dev/null); then
+        while IFS= read -r f; do ln -sf "$f" "$site/"; done <<<"$lgpio_files"
+        note "lgpio (GPIO for gpiozero): linked from python3-lgpio"
+    elif "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir lgpio; then
+        note "lgpio (GPIO for gpiozero): installed from the package index"
+    else
+        warn "no lgpio for this Pi (apt-get install python3-lgpio): GPIO actuators will not work"
+    fi
+fi
 # The unit runs with a read-only /opt: compile the byte code now, once.
 "$VENV/bin/python" -m compileall -q "$VENV/lib" >/dev/null || true
 install -D -m 0644 "$TREE/docs/deployment.md" "$PREFIX/share/deployment.md" 2>/dev/null || true
