@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 SERIAL_TIMEOUT_S = 0.2
 
 
-class HardwareError(Exception):
+class HardwareError(OSError):
     """A bus could not be opened (missing device node, permissions)."""
 
 
