@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,46 @@ def _wal_header_valid(header: bytes) -> bool:
         s1 = (s1 + int.from_bytes(header[i + 4:i + 8], order) + s0) & 0xFFFFFFFF
     return (s0, s1) == (int.from_bytes(header[24:28], "big"),
                         int.from_bytes(header[28:32], "big"))
+
+
+def _wal_already_in(wal: BinaryIO, db_path: Path) -> bool:
+    """Whether the WAL's last generation of frames is already in the main file: the last
+    committed image of every page in it equals that page there. No committed frame to
+    compare (a WAL of garbage) counts as no."""
+    try:
+        with open(db_path, "rb") as f:
+            head = f.read(100)
+            size_field = int.from_bytes(head[16:18], "big") if len(head) >= 18 else 0
+            page_size = 65536 if size_field == 1 else size_field
+            if page_size < 512 or page_size & (page_size - 1):
+                return False
+            wal.seek(32)
+            frames: list[tuple[int, bool, bytes, bytes]] = []
+            while len(frame := wal.read(24 + page_size)) == 24 + page_size:
+                frames.append((int.from_bytes(frame[:4], "big"),
+                               int.from_bytes(frame[4:8], "big") != 0, frame[8:16], frame[24:]))
+            if not frames:
+                return True
+            # A restart rewrites the WAL from its start, so the frames of the last
+            # generation (equal salts) come first; older generations may follow them.
+            latest: dict[int, bytes] = {}
+            pending: dict[int, bytes] = {}
+            for page, commit, salts, image in frames:
+                if salts != frames[0][2]:
+                    break
+                pending[page] = image
+                if commit:
+                    latest.update(pending)
+                    pending.clear()
+            if not latest:
+                return False
+            for page, image in latest.items():
+                f.seek((page - 1) * page_size)
+                if page < 1 or f.read(page_size) != image:
+                    return False
+            return True
+    except OSError:
+        return False
 
 
 class StoreError(Exception):
@@ -316,14 +356,25 @@ class Store:
 
     def _check_wal(self) -> None:
         """SQLite ignores a WAL whose header is damaged, and every transaction in it: the
-        buffer would silently go back in time and hand out those seqs again."""
+        buffer would silently go back in time and hand out those seqs again.
+
+        One damaged header is harmless: SQLite rewrites the header (and syncs it before
+        any new frame) only once every frame has been copied into the main file, so a
+        power cut during that write leaves a WAL whose pages the main file already holds.
+        """
         try:
             with open(f"{self.path}-wal", "rb") as f:
                 header = f.read(32)
+                if not header or _wal_header_valid(header):
+                    return
+                if _wal_already_in(f, self.path):
+                    log.warning("buffer %s: the write-ahead log header is torn, but every "
+                                "page in it is already in the main file: nothing lost",
+                                self.path)
+                    return
         except FileNotFoundError:
             return
-        if header and not _wal_header_valid(header):
-            raise sqlite3.DatabaseError("the write-ahead log (-wal) is damaged")
+        raise sqlite3.DatabaseError("the write-ahead log (-wal) is damaged")
 
     @staticmethod
     def _salvage_meta(db: sqlite3.Connection) -> dict[str, int]:
