@@ -340,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outage", metavar="START:END",
                    help="take the cloud down from START to END seconds into the demo")
     p.add_argument("--json", action="store_true", help="print only the JSON summary")
-    p.add_argument("--day-length", type=positive_float, default=60.0, metavar="S",
-                   help="seconds of demo time per simulated day (default 60)")
+    p.add_argument("--day-length", type=positive_float, default=40.0, metavar="S",
+                   help="seconds of demo time per simulated day (default 40)")
     p.add_argument("-v", "--verbose", action="store_true")
 
     p = command("check-config", cmd_check_config, "validate a configuration file")

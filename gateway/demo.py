@@ -22,8 +22,9 @@ from gateway.simulation import World
 
 DEMO_GATEWAY = "alatau-demo-0001"
 DRAIN_TIMEOUT_S = 60.0
-DUSK_HOUR = 17.6
-"""The simulated day starts just before dusk, so the street light switches on early."""
+DUSK_HOUR = 16.0
+"""The simulated day starts two hours before dusk: the street light goes on soon after the
+start and off again at dawn, within a 30 s demo at the default 40 s day."""
 
 
 def parse_outage(text: str) -> tuple[float, float]:
@@ -135,6 +136,7 @@ class LiveView:
         self._last_print = 0.0
         self._last_produced = 0
         self._last_t = 0.0
+        self._light: float | None = None
 
     def update(self, t: float, gateway: Gateway, cloud_down: bool, final: bool = False) -> None:
         telemetry = gateway.telemetry
@@ -149,6 +151,14 @@ class LiveView:
         if light is not None:
             on = "ON " if light.value else "off"
             light_text = f" | street light {on} ({light.source})"
+            if self._light is not None and light.value != self._light:
+                lux = telemetry.sensors.get("street_light_level")
+                event = (f"t={t:5.1f}s   street light switched {on.strip()} by its "
+                         f"{light.source} at simulated {gateway.hardware.world.hour():05.2f} h")
+                if lux is not None and lux.state != "ok":
+                    event += f" (light sensor {lux.state})"
+                self.out.write(("\r\x1b[2K" if self.tty else "") + event + "\n")
+            self._light = light.value
         error = telemetry.uplink.last_error if telemetry.uplink.state != "ok" else None
         line = (f"t={t:5.1f}s | {telemetry.produced:5d} readings ({rate:4.1f}/s) | "
                 f"sensors {ok}/{len(telemetry.sensors)} ok | buffer {depth:4d} | "
@@ -246,6 +256,6 @@ async def _demo(duration: float, outage: tuple[float, float] | None, live: bool,
 
 
 def run_demo(duration: float, outage: tuple[float, float] | None = None, live: bool = True,
-             day_length_s: float = 60.0) -> dict[str, Any]:
+             day_length_s: float = 40.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="alatau-demo-") as tmp:
         return asyncio.run(_demo(duration, outage, live, day_length_s, Path(tmp)))
