@@ -247,7 +247,7 @@ def cmd_cloud(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--signing-key: {exc}") from None
     host, sep, port = args.listen.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not port.isdigit() or int(port) > 65535:
         raise UsageError(f"--listen {args.listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
     token = None
     if args.token_file:
