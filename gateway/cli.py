@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 import urllib.error
@@ -256,6 +257,10 @@ def cmd_cloud(args: argparse.Namespace) -> int:
                 token = f.read().strip()
         except OSError as exc:
             raise UsageError(f"--token-file {args.token_file}: {exc.strerror}") from None
+    try:  # a --db that cannot be opened is not a listening problem: say which it is
+        cloud.CloudStore(args.db).close()
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageError(f"--db {args.db}: cannot open: {exc}") from None
     setup_logging(args.verbose)
     try:
         asyncio.run(cloud.serve(host.strip("[]"), int(port), args.db, token, commands))
