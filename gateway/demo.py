@@ -205,6 +205,10 @@ async def _demo(duration: float, outage: tuple[float, float] | None, live: bool,
             await asyncio.sleep(0.25)
             if runner.done():
                 runner.result()
+                # SIGINT/SIGTERM stopped the gateway (its shutdown committed what was
+                # read): the demo ends here too, instead of running on without it.
+                await cloud.stop()
+                raise KeyboardInterrupt
         # Stop taking readings, commit them, and let the backlog drain.
         cloud.faults.down = False
         assert gateway.poller is not None and gateway.uploader is not None
