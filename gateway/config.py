@@ -349,6 +349,7 @@ class _Locator:
                     index = counts.get(name, -1) + 1
                     counts[name] = index
                     table = f"{name}[{index}]"
+                    self.lines.setdefault(name, number)
                 else:
                     table = name
                 self.lines.setdefault(table, number)
@@ -362,7 +363,10 @@ class _Locator:
         while path:
             if path in self.lines:
                 return self.lines[path]
-            path = path.rpartition(".")[0]
+            parent, dot, _ = path.rpartition(".")
+            if not dot and path.endswith("]"):  # sensors[1] -> sensors
+                parent = path.rpartition("[")[0]
+            path = parent
         return None
 
 
