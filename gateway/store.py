@@ -136,6 +136,38 @@ def _wal_already_in(wal: BinaryIO, db_path: Path) -> bool:
         return False
 
 
+def _wal_lost_commits(wal_path: str, valid_frames: int) -> bool:
+    """Whether whole committed transactions sit in the WAL past the frames SQLite
+    recovered, cut off by damage before them.
+
+    Past the recovered end, a power cut leaves at most the one transaction that was being
+    written: each page at most once, its commit frame last. A commit frame of the WAL's
+    generation (its salts) followed by another frame of it, or one page twice, means
+    more than one transaction: committed readings were lost, and their seqs may have
+    been handed out.
+    """
+    try:
+        with open(wal_path, "rb") as f:
+            header = f.read(32)
+            if not _wal_header_valid(header):
+                return False
+            page_size = int.from_bytes(header[8:12], "big")
+            salts = header[16:24]
+            f.seek(32 + valid_frames * (24 + page_size))
+            seen_commit = False
+            pages: set[bytes] = set()
+            while len(frame := f.read(24 + page_size)) == 24 + page_size:
+                if frame[8:16] != salts:
+                    continue
+                if seen_commit or frame[:4] in pages:
+                    return True
+                pages.add(frame[:4])
+                seen_commit = int.from_bytes(frame[4:8], "big") != 0
+    except OSError:
+        return False
+    return False
+
+
 class StoreError(Exception):
     """The buffer cannot do what was asked (not a corrupt file: that is recovered)."""
 
@@ -300,8 +332,11 @@ class Store:
         self.quarantined: list[str] = []
         self.dropped_by_reason: dict[str, int] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._wal_damaged = False
         self._db = self._open_checked()
         self._load_state()
+        if self._wal_damaged:
+            self._skip_lost_seqs()
 
     # --- opening, integrity, quarantine ----------------------------------------------
 
@@ -330,6 +365,7 @@ class Store:
             if version not in (0, SCHEMA_VERSION):
                 raise sqlite3.DatabaseError(f"unknown schema version {version}")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._wal_damaged = self._lost_in_wal(db)
             if db.execute(_BLANK).fetchone()[0]:
                 if self._read_reserve() is None:  # a new buffer: seq starts at 1
                     db.execute("INSERT INTO meta VALUES ('next_seq', 1)")
@@ -353,6 +389,30 @@ class Store:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._restart_sequence(db, salvage)
         return db
+
+    def _lost_in_wal(self, db: sqlite3.Connection) -> bool:
+        """Checkpoint what SQLite recovered, then look past it for lost transactions."""
+        row = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if row is None or row[1] < 0:
+            return False
+        lost = _wal_lost_commits(f"{self.path}-wal", int(row[1]))
+        if lost:
+            log.error("buffer %s: the write-ahead log is damaged; committed readings after "
+                      "the damage are lost", self.path)
+        return lost
+
+    def _skip_lost_seqs(self) -> None:
+        """Transactions were lost from the WAL: the seqs they held may have been sent.
+        Continue above every seq ever handed out and report the gap, keeping the rest."""
+        reserved = self._read_reserve()
+        if reserved is None or reserved <= self._next_seq:
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        self._record_drop_locked(self._next_seq, reserved - 1, DROP_BUFFER_CORRUPT)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (reserved,))
+        db.execute("COMMIT")
+        self._load_state()
 
     def _check_wal(self) -> None:
         """SQLite ignores a WAL whose header is damaged, and every transaction in it: the
