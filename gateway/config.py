@@ -445,15 +445,16 @@ def parse(text: str, source: str = "<config>") -> Config:
         if name not in TABLES:
             v.problem(name, f"unknown table{_did_you_mean(name, TABLES)}")
 
-    gateway = v.table(data.get("gateway", {}), "gateway", GATEWAY_KEYS)
+    # A missing required table is one problem, not one more per required key in it.
+    if "gateway" not in data:
+        v.problem("gateway", "is required (at least gateway.id)")
+    gateway = v.table(data["gateway"], "gateway", GATEWAY_KEYS) if "gateway" in data else {}
     storage = v.table(data.get("storage", {}), "storage", STORAGE_KEYS)
     if "uplink" not in data:
         v.problem("uplink", "is required (at least uplink.url)")
-    uplink = v.table(data.get("uplink", {}), "uplink", UPLINK_KEYS)
+    uplink = v.table(data["uplink"], "uplink", UPLINK_KEYS) if "uplink" in data else {}
     health = v.table(data.get("health", {}), "health", HEALTH_KEYS)
     control = v.table(data.get("control", {}), "control", CONTROL_KEYS)
-    if "gateway" not in data:
-        v.problem("gateway", "is required (at least gateway.id)")
     if control.get("public_key") and control.get("public_key_file"):
         v.problem("control.public_key_file", "give public_key or public_key_file, not both")
     if uplink.get("cert_file") and not uplink.get("key_file"):
