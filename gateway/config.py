@@ -176,7 +176,8 @@ class Key:
     def type_name(self) -> str:
         names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
                  dict: "a table", list: "an array"}
-        return " or ".join(names.get(t, t.__name__) for t in self.types)
+        types = [t for t in self.types if not (t is int and float in self.types)]
+        return " or ".join(names.get(t, t.__name__) for t in types)  # an int is a number
 
 
 NUMBER = (float, int)
