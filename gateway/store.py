@@ -40,6 +40,13 @@ ZLIB_LEVEL = 1
 MAX_PENDING = 200_000
 """Readings held in memory while commits fail (disk full, I/O error) before the oldest
 are given up; each one given up is counted under ``write_failed``."""
+WAL_SHARE = 16
+"""The WAL is checkpointed once it holds 1/16 of ``max_bytes`` (at most 2000 pages, about
+8 MiB: few rewrites of the same pages on the SD card); a small cap is not blown by its
+log."""
+FILE_CAP_MIN = 1024 * 1024
+"""From this ``max_bytes`` up (the smallest the config accepts) the cap holds for the
+files themselves (database pages in use plus room for the WAL), not only for readings."""
 SEQ_RESERVE_BLOCK = 1_000_000
 """Seqs are reserved in a side file in blocks, so a lost database never reuses a seq."""
 
@@ -134,6 +141,13 @@ def _wal_already_in(wal: BinaryIO, db_path: Path) -> bool:
             return True
     except OSError:
         return False
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _wal_lost_commits(wal_path: str, valid_frames: int) -> bool:
@@ -346,9 +360,12 @@ class Store:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         # Checkpoint rarely and keep the WAL file from growing without bound: fewer
-        # rewrites of the same pages on the SD card.
-        db.execute("PRAGMA wal_autocheckpoint=2000")
-        db.execute("PRAGMA journal_size_limit=8388608")
+        # rewrites of the same pages on the SD card, within the cap.
+        self._page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+        pages = max(16, min(2000, self.max_bytes // WAL_SHARE // self._page_size))
+        self._wal_limit = 32 + pages * (24 + self._page_size)
+        db.execute(f"PRAGMA wal_autocheckpoint={pages}")
+        db.execute(f"PRAGMA journal_size_limit={self._wal_limit}")
         return db
 
     def _open_checked(self) -> sqlite3.Connection:
@@ -559,22 +576,23 @@ class Store:
             seq = first + len(pending)
             last = seq - 1
             new_bytes = sum(len(c[4]) + 64 for c in chunks)
-            if seq > self._reserved:
-                self._write_reserve(seq + SEQ_RESERVE_BLOCK)
             db = self._db
             try:
+                if seq > self._reserved:
+                    self._write_reserve(seq + SEQ_RESERVE_BLOCK)
                 db.execute("BEGIN IMMEDIATE")
-                room = self._room_for(new_bytes)
-                if not room and self.overflow == "drop_oldest":
-                    room = self._drop_oldest_locked(new_bytes)
-                if room:
+                full, _ = self._lacking(new_bytes)
+                if full is not None and self.overflow == "drop_oldest":
+                    full = self._drop_oldest_locked(new_bytes)
+                room = full is None
+                if full is None:
                     db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", chunks)
                 else:
-                    self._record_drop_locked(first, last, self._full_reason())
+                    self._record_drop_locked(first, last, full)
                 # No write of next_seq here: it follows from the chunks (one page less per
                 # commit on the SD card); it is written when chunks are deleted.
                 db.execute("COMMIT")
-            except sqlite3.Error:
+            except (sqlite3.Error, OSError):
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
                 # Nothing was stored: keep the readings for the next attempt, bounded.
@@ -645,39 +663,58 @@ class Store:
         except OSError:
             return 0
 
-    def _full_reason(self) -> str:
-        return DROP_DISK_FULL if self._free_disk() < self.min_free_bytes else DROP_BUFFER_FULL
+    def _lacking(self, new_bytes: int) -> tuple[str | None, bool]:
+        """Why ``new_bytes`` more of chunks do not fit now (``buffer_full`` or
+        ``disk_full``; None: they fit), and whether deleting chunks can make room.
 
-    def _room_for(self, new_bytes: int) -> bool:
+        The cap counts readings' bytes and, from ``FILE_CAP_MIN`` up, the database pages
+        in use plus room for the WAL. The reserve limits what the buffer takes from the
+        disk: new pages beyond the free ones inside the file, pages still to be copied
+        from the WAL into a grown file, and the WAL's own growth up to its limit. Writing
+        into space the files already hold takes nothing, so a disk filled by something
+        else still lets the oldest readings make room for the newest.
+        """
         if self._bytes + new_bytes > self.max_bytes:
-            return False
-        return not (self.min_free_bytes and self._free_disk() - new_bytes < self.min_free_bytes)
+            return DROP_BUFFER_FULL, True
+        if self.max_bytes < FILE_CAP_MIN and not self.min_free_bytes:
+            return None, False
+        page = self._page_size
+        pages = -(-new_bytes // page) + 2
+        count, free_pages = (int(self._db.execute(f"PRAGMA {name}").fetchone()[0])
+                             for name in ("page_count", "freelist_count"))
+        if self.max_bytes >= FILE_CAP_MIN and \
+                (count - free_pages + pages) * page > self.max_bytes - 2 * self._wal_limit:
+            return DROP_BUFFER_FULL, True
+        if self.min_free_bytes:
+            new_pages = max(0, pages - free_pages)
+            growth = new_pages * page + max(0, count * page - _size(self.path)) + max(
+                0, self._wal_limit - _size(Path(f"{self.path}-wal")))
+            if growth and self._free_disk() - growth < self.min_free_bytes:
+                return DROP_DISK_FULL, new_pages > 0
+        return None, False
 
-    def _drop_oldest_locked(self, new_bytes: int) -> bool:
+    def _drop_oldest_locked(self, new_bytes: int) -> str | None:
         """Delete the oldest undelivered chunks until ``new_bytes`` fits; record the drops.
 
         Chunks of the batch being uploaded are left alone (they may be delivered at this
-        very moment); returns whether enough room was made.
+        very moment); returns why there is still no room (None: there is).
         """
-        reason = self._full_reason()
         rows = self._db.execute(
             "SELECT first_seq, last_seq, length(data) FROM chunks WHERE first_seq > ? "
             "ORDER BY first_seq", (self._inflight_through,)).fetchall()
-        freed = 0
-        disk_short = max(0, self.min_free_bytes - (self._free_disk() - new_bytes))
-        need = max(self._bytes + new_bytes - self.max_bytes, disk_short)
+        full, deleting_helps = self._lacking(new_bytes)
         for first_seq, last_seq, size in rows:
-            if freed >= need:
+            if full is None or not deleting_helps:
                 break
             self._db.execute("DELETE FROM chunks WHERE first_seq = ?", (first_seq,))
             low = max(first_seq, self._acked_seq + 1)
             if last_seq >= low:
-                self._record_drop_locked(low, last_seq, reason)
+                self._record_drop_locked(low, last_seq, full)
                 self._readings -= last_seq - low + 1
-            freed += size + 64
             self._bytes -= size + 64
+            full, deleting_helps = self._lacking(new_bytes)
         self._cache = None
-        return freed >= need
+        return full
 
     def _record_drop_locked(self, low: int, high: int, reason: str) -> None:
         last = self._db.execute(
