@@ -143,6 +143,24 @@ def _wal_already_in(wal: BinaryIO, db_path: Path) -> bool:
         return False
 
 
+def _without(ranges: list[tuple[Any, ...]], low: int, high: int) -> list[tuple[Any, ...]]:
+    """Drop ranges (from, to, reason) with the seqs ``low..high`` taken out."""
+    out: list[tuple[Any, ...]] = []
+    for a, b, reason in ranges:
+        if b < low or a > high:
+            out.append((a, b, reason))
+            continue
+        if a < low:
+            out.append((a, low - 1, reason))
+        if b > high:
+            out.append((high + 1, b, reason))
+    return out
+
+
+def _disk_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -342,6 +360,8 @@ class Store:
         self.max_age_ms = None if max_age_s is None else int(max_age_s * 1000)
         self._lock = threading.RLock()
         self._pending: list[Reading] = []
+        self._unsaved_acks: list[Batch] = []
+        """Acknowledged batches a full disk had no room to record (see ``ack``)."""
         self._cache: tuple[int, list[Record]] | None = None
         self.quarantined: list[str] = []
         self.dropped_by_reason: dict[str, int] = {}
@@ -516,7 +536,8 @@ class Store:
     def _load_state(self) -> None:
         db = self._db
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        self._acked_seq = int(meta.get("acked_seq", 0))
+        self._acked_seq = max([int(meta.get("acked_seq", 0)),
+                               *(b.key_range[1] for b in self._unsaved_acks if b.lines)])
         highest = db.execute(
             "SELECT MAX(COALESCE((SELECT MAX(last_seq) FROM chunks), 0),"
             " COALESCE((SELECT MAX(to_seq) FROM drops), 0),"
@@ -561,6 +582,7 @@ class Store:
     def commit(self) -> range:
         """Write every queued reading in one transaction; returns the seqs it assigned."""
         with self._lock:
+            self._save_acks()
             pending, self._pending = self._pending, []
             if not pending:
                 return range(self._next_seq, self._next_seq)
@@ -592,7 +614,7 @@ class Store:
                 # No write of next_seq here: it follows from the chunks (one page less per
                 # commit on the SD card); it is written when chunks are deleted.
                 db.execute("COMMIT")
-            except (sqlite3.Error, OSError):
+            except (sqlite3.Error, OSError) as exc:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
                 # Nothing was stored: keep the readings for the next attempt, bounded.
@@ -603,6 +625,8 @@ class Store:
                     self.dropped_by_reason["write_failed"] = (
                         self.dropped_by_reason.get("write_failed", 0) + overflow)
                 self._load_state()
+                if isinstance(exc, sqlite3.OperationalError) and _disk_full(exc):
+                    self._checkpoint()  # the next attempt may fit in the WAL as it is
                 raise
             self._next_seq = seq
             if room:
@@ -824,6 +848,9 @@ class Store:
             position = self._acked_seq if after_seq is None else after_seq
             drops = [tuple(r) for r in self._db.execute(
                 "SELECT from_seq, to_seq, reason FROM drops ORDER BY from_seq LIMIT 1000")]
+            for batch in self._unsaved_acks:  # delivered after all: not dropped
+                if batch.lines:
+                    drops = _without(drops, batch.first_seq, batch.key_range[1])
             lines: list[bytes] = []
             size = 0
             first: int | None = None
@@ -865,9 +892,45 @@ class Store:
                          [(int(a), int(b), str(c)) for a, b, c in drops])
 
     def ack(self, batch: Batch) -> None:
-        """The cloud stored ``batch`` (2xx or 409): forget its readings and reported drops."""
+        """The cloud stored ``batch`` (2xx or 409): forget its readings and reported drops.
+
+        On a disk too full to record even that, the acknowledgement is kept in memory
+        and written before the next write: the batch is not sent again, and drops that
+        overlap it are not reported. After a restart in between it is sent again, and the
+        cloud deduplicates it.
+        """
         with self._lock:
-            self._resolve(batch, None)
+            self._unsaved_acks.append(batch)
+            self._save_acks()
+            if self._unsaved_acks:
+                log.warning("disk full: the acknowledgement of seqs up to %d is kept in "
+                            "memory until it can be written", self._acked_seq)
+
+    def _save_acks(self) -> None:
+        """Write the acknowledgements kept in memory, oldest first, as far as they go."""
+        if not self._unsaved_acks:
+            return
+        waiting, self._unsaved_acks = self._unsaved_acks, []
+        self._load_state()  # the watermark as written, for _resolve to move on from
+        for attempt in range(2):
+            try:
+                while waiting:
+                    self._resolve(waiting[0], None)
+                    waiting.pop(0)
+                return
+            except sqlite3.OperationalError as exc:
+                if not _disk_full(exc):
+                    raise  # the batches not recorded are sent again
+                if attempt == 0:
+                    self._checkpoint()
+        self._unsaved_acks = waiting
+        self._load_state()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the main file, so the next write reuses the WAL from its start
+        instead of growing it (what a full disk may still allow)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def dead_letter(self, batch: Batch, status: int | None, reason: str) -> None:
         """The cloud refused these readings for good: keep them aside, report them dropped."""
