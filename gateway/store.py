@@ -398,6 +398,10 @@ class Store:
             if result is None or result[0] != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {result[0] if result else 'none'}")
             db.executescript(_SCHEMA)
+            if "unsynced" not in {row[1] for row in db.execute("PRAGMA table_info(chunks)")}:
+                # A buffer from before the clock repair: CREATE IF NOT EXISTS left its
+                # chunks table as it was, and every commit would fail on the column count.
+                db.execute("ALTER TABLE chunks ADD COLUMN unsynced INTEGER NOT NULL DEFAULT 0")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise sqlite3.DatabaseError(f"unknown schema version {version}")
