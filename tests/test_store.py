@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import tracemalloc
 from collections import Counter
@@ -761,3 +762,25 @@ def test_a_garbled_seq_reserve_file_does_not_stop_the_buffer(open_store: OpenSto
     Path(f"{tmp_path / 'buffer.db'}.seq").write_text("not a number\n")
     store = open_store()
     assert feeder.feed(store, 1)[0].start == 11
+
+
+def test_a_buffer_from_before_clock_repair_is_upgraded_in_place(open_store: OpenStore,
+                                                               feeder: Feeder,
+                                                               tmp_path: Path) -> None:
+    """Undelivered readings written by the previous release are kept, new ones stored."""
+    store = open_store()
+    feeder.feed(store, 30)
+    store.close()
+    db = sqlite3.connect(tmp_path / "buffer.db")
+    db.executescript("""
+        CREATE TABLE old_chunks (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL,
+            first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL, data BLOB NOT NULL);
+        INSERT INTO old_chunks SELECT first_seq, last_seq, first_ts, last_ts, data FROM chunks;
+        DROP TABLE chunks;
+        ALTER TABLE old_chunks RENAME TO chunks;
+    """)
+    db.close()
+    store = open_store()
+    assert store.stats().quarantined == []
+    feeder.feed(store, 10)
+    assert deliver_all(store).readings == feeder.by_seq
