@@ -157,6 +157,21 @@ def _without(ranges: list[tuple[Any, ...]], low: int, high: int) -> list[tuple[A
     return out
 
 
+_NOT_THE_FILE = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOMEM,
+                 sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_READONLY,
+                 sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR_WRITE, sqlite3.SQLITE_IOERR_FSYNC,
+                 sqlite3.SQLITE_IOERR_TRUNCATE, sqlite3.SQLITE_IOERR_DIR_FSYNC,
+                 sqlite3.SQLITE_IOERR_SHMOPEN, sqlite3.SQLITE_IOERR_SHMSIZE,
+                 sqlite3.SQLITE_IOERR_SHMMAP, sqlite3.SQLITE_IOERR_NOMEM}
+
+
+def _environment(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the disk, memory or permissions failed, not the file's
+    content (a full disk cannot even create the -shm index): no reason to quarantine."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code in _NOT_THE_FILE or code & 0xFF in _NOT_THE_FILE)
+
+
 def _disk_full(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
 
@@ -420,6 +435,12 @@ class Store:
                 self._restart_sequence(db, {})
             return db
         except sqlite3.DatabaseError as exc:
+            if _environment(exc):
+                with contextlib.suppress(Exception):
+                    db.close()
+                raise StoreError(f"cannot open buffer {self.path}: {exc} "
+                                 f"({getattr(exc, 'sqlite_errorname', 'error')}; "
+                                 f"{self._free_disk()} bytes free)") from None
             with contextlib.suppress(Exception):
                 salvage = self._salvage_meta(db)
             with contextlib.suppress(Exception):
