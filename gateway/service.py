@@ -227,7 +227,10 @@ class Gateway:
                 self.notifier.status(self._status_line())
             if self.config.storage.max_age is not None and now - last_expire >= 60.0:
                 last_expire = now
-                await self.call_store(self.store.expire, time.time_ns() // 1_000_000)
+                try:
+                    await self.call_store(self.store.expire, time.time_ns() // 1_000_000)
+                except Exception as exc:  # e.g. disk full: retried next round, nothing lost
+                    log.error("buffer expiry failed (%s); retrying in 60 s", exc)
             await asyncio.sleep(tick)
 
     def _status_line(self) -> str:
