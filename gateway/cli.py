@@ -60,6 +60,7 @@ def load_config(path: str) -> config_mod.Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.service import Gateway
+    from gateway.store import StoreError
     from gateway.uplink import UplinkSetupError
 
     cfg = load_config(args.config)
@@ -69,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(gateway.run())
     except UplinkSetupError as exc:
         raise UsageError(str(exc)) from None
-    except OSError as exc:
+    except (OSError, StoreError) as exc:  # e.g. the buffer cannot be opened: disk full
         raise Failure(f"cannot start: {exc}") from None
     return EXIT_OK
 
