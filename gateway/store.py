@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, Literal, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _wal_header_valid(header: bytes) -> bool:
     magic = int.from_bytes(header[:4], "big")
     if magic not in WAL_MAGIC:
         return False
-    order = "big" if magic & 1 else "little"
+    order: Literal["big", "little"] = "big" if magic & 1 else "little"
     s0 = s1 = 0
     for i in range(0, 24, 8):
         s0 = (s0 + int.from_bytes(header[i:i + 4], order) + s1) & 0xFFFFFFFF
