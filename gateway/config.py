@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import inspect
 import math
 import re
 import tomllib
@@ -524,8 +525,41 @@ def _sensors(v: _Validator, items: list[Any]) -> list[SensorConfig]:
             values.setdefault("baudrate", spec.default_baudrate)
             if "unit" in values and not spec.name.startswith("sdm"):
                 v.problem(f"{path}.unit", f"only Modbus meters take a unit, not {spec.name!r}")
+        for message in _option_problems(spec, values.get("options", {})):
+            v.problem(f"{path}.options", message)
         out.append(SensorConfig(**values))
     return out
+
+
+SERIAL_FRAMING_OPTIONS = ("parity", "stopbits", "bytesize")
+"""Serial options that configure the port (pyserial), not the driver."""
+_SET_BY_SERVICE = ("address", "unit", "pin_factory")
+
+
+def _option_problems(spec: registry.DriverSpec, options: dict[str, Any]) -> list[str]:
+    """Options the driver's constructor does not take, named with a did-you-mean.
+
+    The driver module is imported to read its signature; drivers touch no hardware at
+    import (STYLE.md), so this is safe in ``check-config`` on a laptop.
+    """
+    if not options:
+        return []
+    try:
+        parameters = list(inspect.signature(spec.load()).parameters.values())
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return []  # the registry test covers loadable drivers; nothing to check against
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return []
+    accepted = [p.name for p in parameters[1:] if p.name not in _SET_BY_SERVICE]
+    if spec.kind == "serial":
+        accepted += SERIAL_FRAMING_OPTIONS
+    problems = []
+    for name in options:
+        if name not in accepted:
+            known = ", ".join(accepted) or "none"
+            problems.append(f"{spec.name} takes no option {name!r}"
+                            f"{_did_you_mean(name, accepted)} (it takes: {known})")
+    return problems
 
 
 def _actuators(v: _Validator, items: list[Any]) -> list[ActuatorConfig]:

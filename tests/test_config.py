@@ -455,3 +455,29 @@ def test_run_with_an_invalid_config_lists_the_problems(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().endswith("sensors[1].interval: must be between 0.05 and 86400")
+
+
+def test_driver_options_are_checked_against_the_driver() -> None:
+    text = """
+[gateway]
+id = "x"
+[uplink]
+url = "http://127.0.0.1:9/"
+[[sensors]]
+name = "adc"
+driver = "ads1115"
+interval = 1
+options = { channels = [0, 1], gian = 2 }
+[[sensors]]
+name = "meter"
+driver = "sdm120"
+port = "/dev/ttyUSB0"
+interval = 1
+options = { parity = "E", timeout_s = 2.0 }
+"""
+    with pytest.raises(ConfigError) as info:
+        parse(text, "g.toml")
+    (problem,) = info.value.problems
+    assert problem.key == "sensors[0].options"
+    assert "'gian' (did you mean 'gain'?)" in problem.message
+    assert problem.line == 10
