@@ -116,13 +116,17 @@ class CloudStore:
                                    (gateway,)).fetchall())
         ranges = db.execute("SELECT from_seq, to_seq, reason FROM dropped WHERE gateway = ? "
                             "ORDER BY from_seq", (gateway,)).fetchall()
-        dropped_seqs: set[int] = set()
+        # Distinct seqs covered by the (sorted, possibly repeated or overlapping) ranges.
+        dropped = 0
+        covered_to = 0
         for a, b, _ in ranges:
-            dropped_seqs.update(range(a, b + 1))
+            if b > covered_to:
+                dropped += b - max(a, covered_to + 1) + 1
+                covered_to = b
         return {
             "gateway": gateway, "readings": count, "min_seq": low, "max_seq": high,
             "duplicates": counters.get("duplicates", 0), "batches": counters.get("batches", 0),
-            "dropped": len(dropped_seqs),
+            "dropped": dropped,
             "dropped_ranges": [{"from_seq": a, "to_seq": b, "reason": r} for a, b, r in ranges],
         }
 
