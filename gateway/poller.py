@@ -148,9 +148,11 @@ class Poller:
         loop = asyncio.get_running_loop()
         executor = self.workers.get(slot.bus_key)
         try:
-            values, ts, mono_ms = await asyncio.wait_for(
-                loop.run_in_executor(executor, self._read_blocking, slot),
-                timeout=slot.config.timeout)
+            # asyncio.timeout, not wait_for: in Python 3.11 wait_for swallows a cancel that
+            # arrives as the read completes, and stop() then waited forever.
+            async with asyncio.timeout(slot.config.timeout):
+                values, ts, mono_ms = await loop.run_in_executor(
+                    executor, self._read_blocking, slot)
         except (TimeoutError, DriverError, OSError, ValueError) as exc:
             self._failed(slot, exc)
             return None
