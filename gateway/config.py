@@ -89,6 +89,10 @@ class SensorConfig:
     unit: int | None = None
     timeout: float = 5.0
     options: dict[str, Any] = field(default_factory=dict)
+    power_pin: int | None = None
+    """GPIO that switches the sensor's supply (high: on), for power cycling."""
+    power_cycle_after: int = 10
+    power_off_s: float = 2.0
 
     @property
     def kind(self) -> str:
@@ -289,6 +293,9 @@ SENSOR_KEYS = (
     Key("unit", (int,), check=between(1, 247)),
     Key("timeout", NUMBER, check=between(0.01, 600)),
     Key("options", (dict,)),
+    Key("power_pin", (int,), check=between(0, 53)),
+    Key("power_cycle_after", (int,), check=between(1, 100_000)),
+    Key("power_off", NUMBER, check=between(0.1, 600), attribute="power_off_s"),
 )
 ACTUATOR_KEYS = (
     Key("name", (str,), required=True, check=sensor_name),
@@ -465,6 +472,12 @@ def parse(text: str, source: str = "<config>") -> Config:
     sensors = _sensors(v, v.array(data.get("sensors"), "sensors"))
     actuators = _actuators(v, v.array(data.get("actuators"), "actuators"))
     rules = _rules(v, v.array(data.get("rules"), "rules"), sensors, actuators)
+    actuator_pins = {a.pin: a.name for a in actuators}
+    for i, sensor in enumerate(sensors):
+        if sensor.power_pin in actuator_pins:
+            v.problem(f"sensors[{_index_of(data, sensor.name, i)}].power_pin",
+                      f"GPIO {sensor.power_pin} is already used by actuator "
+                      f"{actuator_pins[sensor.power_pin]!r}")
 
     if v.problems:
         raise ConfigError(source, v.problems)
@@ -479,6 +492,17 @@ def parse(text: str, source: str = "<config>") -> Config:
         control=ControlConfig(**control),
         source=source,
     )
+
+
+def _index_of(data: dict[str, Any], name: str, default: int) -> int:
+    """The position of the sensor called ``name`` in the TOML (invalid ones are skipped
+    in the parsed list)."""
+    items = data.get("sensors")
+    if isinstance(items, list):
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and item.get("name") == name:
+                return i
+    return default
 
 
 def _unique(v: _Validator, path: str, index: int, name: str, seen: set[str]) -> None:
@@ -527,6 +551,10 @@ def _sensors(v: _Validator, items: list[Any]) -> list[SensorConfig]:
                 v.problem(f"{path}.unit", f"only Modbus meters take a unit, not {spec.name!r}")
         for message in _option_problems(spec, values.get("options", {})):
             v.problem(f"{path}.options", message)
+        for key in ("power_cycle_after", "power_off_s"):
+            if key in values and "power_pin" not in values:
+                v.problem(f"{path}.{key.removesuffix('_s')}", "needs power_pin (the GPIO that "
+                                                              "switches the sensor's supply)")
         out.append(SensorConfig(**values))
     return out
 
