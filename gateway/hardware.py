@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from drivers import registry
@@ -29,6 +30,23 @@ class HardwareError(OSError):
     """A bus could not be opened (missing device node, permissions)."""
 
 
+class PowerSwitch:
+    """A sensor's supply behind a GPIO-driven switch (a MOSFET or load switch): pin high
+    is on. Sensors sharing one switched rail share the pin, and a cycle of it."""
+
+    def __init__(self, device: Any, on_restored: list[Callable[[], None]]) -> None:
+        self.device = device
+        self._on_restored = on_restored
+
+    def off(self) -> None:
+        self.device.off()
+
+    def on(self) -> None:
+        self.device.on()
+        for restored in self._on_restored:
+            restored()
+
+
 class Hardware:
     def __init__(self, config: Config, *, simulate: bool = False,
                  world: World | None = None) -> None:
@@ -40,6 +58,9 @@ class Hardware:
         self.fakes: dict[str, Any] = {}
         """Simulated devices by sensor name (``simulate`` only)."""
         self._closers: list[Any] = []
+        self._ports: dict[str, Any] = {}
+        self._power: dict[int, Any] = {}
+        """Supply switches by GPIO (sensors may share one switched rail)."""
         self._lock = threading.Lock()
         self._pin_factory: Any = None
         self._stop = threading.Event()
@@ -65,9 +86,15 @@ class Hardware:
             return self._i2c[number]
 
     def serial_port(self, sensor: SensorConfig) -> Any:
+        """Open the sensor's port; a port opened for it before (for a driver the poller
+        gave up on: a re-plugged USB adapter leaves the old one dead) is closed first."""
         import serial
 
         assert sensor.port is not None
+        old = self._ports.pop(sensor.name, None)
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.close()
         path = sensor.port
         if self.simulate:
             path = self._fake_for(sensor).port
@@ -76,7 +103,7 @@ class Hardware:
                                  timeout=SERIAL_TIMEOUT_S, **self._serial_framing(sensor))
         except (serial.SerialException, OSError) as exc:
             raise HardwareError(f"cannot open serial port {sensor.port}: {exc}") from None
-        self._closers.append(port)
+        self._ports[sensor.name] = port
         return port
 
     @staticmethod
@@ -86,6 +113,33 @@ class Hardware:
             if key in sensor.options:
                 framing[key] = sensor.options[key]
         return framing
+
+    def power_switch(self, sensor: SensorConfig) -> PowerSwitch:
+        """The switch on the sensor's supply (``power_pin``), on from the start."""
+        assert sensor.power_pin is not None
+        with self._lock:
+            device = self._power.get(sensor.power_pin)
+            if device is None:
+                from gpiozero import DigitalOutputDevice
+
+                device = DigitalOutputDevice(sensor.power_pin, initial_value=True,
+                                             pin_factory=self.pin_factory())
+                self._power[sensor.power_pin] = device
+        sharing = [s.name for s in self.config.sensors if s.power_pin == sensor.power_pin]
+        return PowerSwitch(device, [self._power_restored(name) for name in sharing]
+                           if self.simulate else [])
+
+    def _power_restored(self, name: str) -> Callable[[], None]:
+        def restored() -> None:
+            # An emulated chip that loses its supply forgets its faults (a latch-up
+            # clears) and starts up as from cold.
+            fake = self.fakes.get(name)
+            if fake is not None:
+                fake.faults.clear()
+                power_cycle = getattr(fake, "power_cycle", None)
+                if callable(power_cycle):
+                    power_cycle()
+        return restored
 
     def pin_factory(self) -> Any:
         if self._pin_factory is None and self.simulate:
@@ -166,7 +220,10 @@ class Hardware:
             # See gateway/buslock.py: a thread per I2C chip, a thread per serial port.
             bus_key = (f"i2c-{sensor.bus}-0x{sensor.address:02x}" if spec.kind == "i2c"
                        else f"tty-{sensor.port}")
-            slots.append(SensorSlot(sensor, functools.partial(self.make_sensor, sensor), bus_key))
+            slot = SensorSlot(sensor, functools.partial(self.make_sensor, sensor), bus_key)
+            if sensor.power_pin is not None:
+                slot.power = self.power_switch(sensor)
+            slots.append(slot)
         if self.simulate:
             # Fakes are made with their drivers (in make_sensor), so a fake that cannot be
             # made fails that one sensor, visibly in health, not the whole service.
@@ -175,6 +232,11 @@ class Hardware:
 
     def close(self) -> None:
         self._stop.set()
+        for closer in [*self._ports.values(), *self._power.values()]:
+            with contextlib.suppress(Exception):
+                closer.close()
+        self._ports.clear()
+        self._power.clear()
         for closer in reversed(self._closers):
             with contextlib.suppress(Exception):
                 closer.close()

@@ -38,6 +38,13 @@ class Sensor(Protocol):
     def read(self) -> dict[str, float]: ...
 
 
+class PowerSwitch(Protocol):
+    """A sensor's supply switched by a GPIO pin (gateway.hardware)."""
+
+    def off(self) -> None: ...
+    def on(self) -> None: ...
+
+
 @dataclass
 class SensorSlot:
     """One configured sensor: how to make its driver, and where it runs."""
@@ -50,6 +57,8 @@ class SensorSlot:
     same_count: int = 0
     next_attempt_mono: float = 0.0
     listeners: list[Callable[[str, dict[str, float], float], None]] = field(default_factory=list)
+    power: PowerSwitch | None = None
+    drivers_made: int = 0
 
 
 class BusWorkers:
@@ -147,6 +156,10 @@ class Poller:
         state = self.telemetry.sensor(name)
         loop = asyncio.get_running_loop()
         executor = self.workers.get(slot.bus_key)
+        after = slot.config.power_cycle_after
+        if slot.power is not None and state.consecutive_errors \
+                and state.consecutive_errors % after == 0:
+            await self._power_cycle(slot, executor)
         try:
             # asyncio.timeout, not wait_for: in Python 3.11 wait_for swallows a cancel that
             # arrives as the read completes, and stop() then waited forever.
@@ -180,15 +193,57 @@ class Poller:
             listener(name, values, mono)
         return values
 
+    async def _power_cycle(self, slot: SensorSlot,
+                           executor: concurrent.futures.ThreadPoolExecutor) -> None:
+        """Switch the sensor's supply off and on again, and make a new driver for it: what
+        clears a latched-up chip or a hung microcontroller inside a sensor."""
+        assert slot.power is not None
+        power = slot.power
+        state = self.telemetry.sensor(slot.config.name)
+        loop = asyncio.get_running_loop()
+        log.warning("sensor %s: %d failures in a row: switching its supply off for %g s",
+                    slot.config.name, state.consecutive_errors, slot.config.power_off_s)
+
+        def off() -> None:
+            self._discard(slot)
+            power.off()
+
+        await loop.run_in_executor(executor, off)
+        try:
+            await asyncio.sleep(slot.config.power_off_s)
+        finally:
+            await asyncio.shield(loop.run_in_executor(executor, power.on))
+        state.power_cycles += 1
+
+    @staticmethod
+    def _discard(slot: SensorSlot) -> None:
+        """Drop the driver; the next read makes a new one. Not ``close()``d: for a
+        particulate sensor that means sleep; what it holds (a serial port) belongs to
+        the hardware wiring, which reopens it for the new driver."""
+        slot.driver = None
+
     def _read_blocking(self, slot: SensorSlot) -> tuple[dict[str, float], int, int]:
         state = self.telemetry.sensor(slot.config.name)
+        errors = state.consecutive_errors
+        if slot.driver is not None and errors and errors % RESET_AFTER_FAILURES == 0:
+            # Every third failure in a row: a soft reset, then next time a new driver (it
+            # probes and initialises the chip again, reopens a serial port that a
+            # re-plugged USB adapter left dead), alternately.
+            reset = getattr(slot.driver, "reset", None)
+            if callable(reset) and errors // RESET_AFTER_FAILURES % 2 == 1:
+                state.resets += 1
+                try:
+                    reset()
+                except Exception:
+                    self._discard(slot)
+                    raise
+            else:
+                self._discard(slot)
         if slot.driver is None:
             slot.driver = slot.factory()
-        elif state.consecutive_errors and state.consecutive_errors % RESET_AFTER_FAILURES == 0:
-            reset = getattr(slot.driver, "reset", None)
-            if callable(reset):
-                state.resets += 1
-                reset()
+            if slot.drivers_made:
+                state.reinits += 1
+            slot.drivers_made += 1
         values = slot.driver.read()
         ts = self.wall_ms()
         mono_ms = time.monotonic_ns() // 1_000_000

@@ -22,6 +22,11 @@ class SensorState:
     lateness_s: float = 0.0
     max_lateness_s: float = 0.0
     resets: int = 0
+    """Soft resets (the driver's ``reset()``) after failures in a row."""
+    reinits: int = 0
+    """Drivers made anew after failures in a row (the chip probed and set up again)."""
+    power_cycles: int = 0
+    """Supply switched off and on (``power_pin``) after failures in a row."""
     stuck: bool = False
 
 
