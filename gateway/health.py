@@ -40,6 +40,7 @@ def snapshot(config: Config, telemetry: Telemetry, stats: StoreStats) -> dict[st
             "consecutive_errors": state.consecutive_errors, "last_error": state.last_error,
             "stuck": state.stuck, "lateness_s": round(state.lateness_s, 4),
             "max_lateness_s": round(state.max_lateness_s, 4), "resets": state.resets,
+            "reinits": state.reinits, "power_cycles": state.power_cycles,
         }
     up = telemetry.uplink
     oldest_age = None
@@ -112,6 +113,14 @@ def metrics_text(health: dict[str, Any]) -> str:
            [({"sensor": n}, s["lateness_s"]) for n, s in sensors.items()])
     metric("sensor_stuck", "gauge", "1 if the sensor repeats the same values.",
            [({"sensor": n}, 1.0 if s["stuck"] else 0.0) for n, s in sensors.items()])
+    metric("sensor_resets_total", "counter", "Soft resets after failures in a row.",
+           [({"sensor": n}, s["resets"]) for n, s in sensors.items()])
+    metric("sensor_reinits_total", "counter",
+           "Drivers made anew (chip probed and set up again) after failures in a row.",
+           [({"sensor": n}, s["reinits"]) for n, s in sensors.items()])
+    metric("sensor_power_cycles_total", "counter",
+           "Supply switched off and on (power_pin) after failures in a row.",
+           [({"sensor": n}, s["power_cycles"]) for n, s in sensors.items()])
     buffer = health["buffer"]
     metric("buffer_readings", "gauge", "Readings waiting for upload.", [({}, buffer["readings"])])
     metric("buffer_bytes", "gauge", "Bytes of readings waiting for upload.",
