@@ -4,8 +4,11 @@ values; what health and metrics say about them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +16,12 @@ import pytest
 from drivers.fake.i2c import FakeSMBus
 from drivers.fake.scd4x import FakeSCD4x
 from drivers.scd4x import SCD4x
+from gateway import poller as poller_mod
 from gateway.config import Config, ConfigError, parse
 from gateway.hardware import Hardware
 from gateway.poller import Poller, SensorSlot
+from gateway.service import Gateway
+from gateway.store import Store
 from gateway.telemetry import Telemetry
 
 BASE = """
@@ -238,3 +244,83 @@ def test_power_keys_are_checked() -> None:
     assert "sensors[1].power_pin: GPIO 22 is already used by actuator 'fan'" in text
     ok = config(POWERED).sensor("cabinet_air")
     assert (ok.power_pin, ok.power_cycle_after, ok.power_off_s) == (22, 4, 0.2)
+
+
+# --- a stuck sensor -------------------------------------------------------------------
+
+
+STUCK_CONFIG = """
+[gateway]
+id = "alatau-sensors-0001"
+[storage]
+path = "{path}"
+commit_interval = 0.05
+min_free_bytes = 0
+[uplink]
+url = "http://127.0.0.1:9/v1/batches"
+flush_interval = 3600
+[health]
+listen = "127.0.0.1:0"
+[[sensors]]
+name = "cabinet_air"
+driver = "bme280"
+interval = 0.05
+"""
+
+
+def test_a_stuck_sensor_is_flagged_in_its_readings_health_and_metrics(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(poller_mod, "STUCK_AFTER_READS", 15)
+    monkeypatch.setenv("ALATAU_GATEWAY_CLOCK", "synced")  # only the stuck flag, if any
+    cfg = parse(STUCK_CONFIG.format(path=tmp_path / "buffer.db"))
+    seen: dict[str, Any] = {}
+
+    async def go() -> None:
+        gateway = Gateway(cfg, simulate=True)
+        runner = asyncio.create_task(gateway.run())
+        await gateway.ready.wait()
+        assert gateway.poller is not None
+        state = gateway.telemetry.sensor("cabinet_air")
+        step = {"n": 0}
+
+        def weather(name: str, values: dict[str, float], mono: float) -> None:
+            step["n"] += 1  # the air keeps changing, a little, between reads
+            gateway.hardware.fakes[name].set(temperature_celsius=20.0 + step["n"] % 50 / 10)
+
+        gateway.poller.listeners.append(weather)
+        base = f"http://127.0.0.1:{gateway.health_port}"
+        try:
+            await wait_until(lambda: state.reads >= 20, 10, "readings")
+            assert not state.stuck
+            gateway.hardware.fakes["cabinet_air"].faults.stuck = True
+            await wait_until(lambda: state.stuck, 10, "the stuck flag")
+            seen["healthz"] = json.loads(await fetch(base + "/healthz"))
+            seen["metrics"] = await fetch(base + "/metrics")
+            gateway.hardware.fakes["cabinet_air"].faults.stuck = False
+            reads = state.reads
+            await wait_until(lambda: state.reads > reads + 3 and not state.stuck, 10,
+                             "the flag to clear")
+        finally:
+            gateway.stop()
+            await runner
+
+    asyncio.run(go())
+    assert seen["healthz"]["sensors"]["cabinet_air"]["stuck"] is True
+    assert 'alatau_sensor_stuck{sensor="cabinet_air"} 1' in seen["metrics"]
+    store = Store(tmp_path / "buffer.db")
+    try:
+        flags = [tuple(json.loads(line)["flags"]) for _, line in store.iter_lines()]
+    finally:
+        store.close()
+    first = flags.index(("stuck",))
+    assert first >= 15 and set(flags[:first]) == {()}
+    last = len(flags) - 1 - flags[::-1].index(("stuck",))
+    assert flags[first:last + 1] == [("stuck",)] * (last + 1 - first)
+    assert flags[-1] == ()
+
+
+async def fetch(url: str) -> str:
+    def get() -> str:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.read().decode()
+    return await asyncio.get_running_loop().run_in_executor(None, get)
