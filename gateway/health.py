@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import power
 from gateway.config import Config
 from gateway.poller import stale_after
 from gateway.store import StoreStats
@@ -57,6 +58,9 @@ def snapshot(config: Config, telemetry: Telemetry, stats: StoreStats) -> dict[st
         worst = "failing"
     elif up.state in ("retrying", "throttled") and worst == "ok":
         worst = "degraded"
+    supply = power.decode(telemetry.throttled)
+    if power.degraded(supply) and worst == "ok":
+        worst = "degraded"
     if sensors and all(s["state"] in ("failing", "stale") for s in sensors.values()):
         worst = "failing"
     actuators = {
@@ -78,7 +82,7 @@ def snapshot(config: Config, telemetry: Telemetry, stats: StoreStats) -> dict[st
         "uplink": uplink,
         "actuators": actuators,
         "clock": {"synchronized": telemetry.clock_synchronized},
-        "power": {"throttled": telemetry.throttled},
+        "power": supply,
         "produced": telemetry.produced,
     }
 
@@ -147,8 +151,15 @@ def metrics_text(health: dict[str, Any]) -> str:
             for n, a in health["actuators"].items()])
     metric("clock_synchronized", "gauge", "1 if the wall clock is synchronised.",
            [({}, 1.0 if health["clock"]["synchronized"] else 0.0)])
+    supply = health["power"]
     metric("power_throttled", "gauge", "Raspberry Pi get_throttled bits (0: all good).",
-           [({}, health["power"]["throttled"])])
+           [({}, supply.get("bits"))])
+    metric("power_condition", "gauge",
+           "1 if the supply condition holds now (when=now) or has held since boot.",
+           [({"condition": name, "when": when}, float(supply[key]))
+            for name, _, _ in power.CONDITIONS
+            for when, key in (("now", name), ("since_boot", f"{name}_since_boot"))
+            if supply.get(key) is not None])
     metric("readings_produced_total", "counter", "Readings taken since start.",
            [({}, health["produced"])])
     metric("up", "gauge", "1 ok, 0.5 degraded, 0 failing.",

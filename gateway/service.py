@@ -19,11 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from gateway import power
 from gateway.clock import ClockMonitor
 from gateway.config import Config
 from gateway.hardware import Hardware
 from gateway.health import HealthServer, snapshot
 from gateway.poller import Poller, SensorSlot
+from gateway.power import THROTTLED_PATH, read_throttled
 from gateway.sdnotify import Notifier
 from gateway.simulation import World
 from gateway.store import Store
@@ -35,7 +37,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 TEST_HOOKS_ENV = "ALATAU_GATEWAY_TEST_HOOKS"
 STOP_UPLOAD_GRACE_S = 2.0
-THROTTLED_PATH = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")
 
 
 class Controller(Protocol):
@@ -70,6 +71,7 @@ class Gateway:
         health: bool = True,
         clock: ClockMonitor | None = None,
         notifier: Notifier | None = None,
+        throttled_path: Path = THROTTLED_PATH,
     ) -> None:
         self.config = config
         self.simulate = simulate
@@ -79,6 +81,7 @@ class Gateway:
         self._health_enabled = health
         self.clock = clock or ClockMonitor()
         self.notifier = notifier or Notifier()
+        self.throttled_path = throttled_path
         self._store_thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="store")
         self.store: Store | None = None
@@ -221,9 +224,9 @@ class Gateway:
             self.notifier.watchdog()
             if self.controller is not None:
                 self.controller.tick(now)
+            self._check_power()
             if now - last_status >= 10.0:
                 last_status = now
-                self.telemetry.throttled = read_throttled()
                 self.notifier.status(self._status_line())
             if self.config.storage.max_age is not None and now - last_expire >= 60.0:
                 last_expire = now
@@ -232,6 +235,17 @@ class Gateway:
                 except Exception as exc:  # e.g. disk full: retried next round, nothing lost
                     log.error("buffer expiry failed (%s); retrying in 60 s", exc)
             await asyncio.sleep(tick)
+
+    def _check_power(self) -> None:
+        """The supply's state (a sysfs read, no disk I/O); each change is logged once."""
+        bits = read_throttled(self.throttled_path)
+        before, self.telemetry.throttled = self.telemetry.throttled, bits
+        if bits != before and bits is not None:
+            said = power.warnings(power.decode(bits))
+            if said:
+                log.warning("power supply: %s (get_throttled 0x%x)", "; ".join(said), bits)
+            elif before:
+                log.info("power supply: no under-voltage or throttling now (0x%x)", bits)
 
     def _status_line(self) -> str:
         t = self.telemetry
@@ -271,11 +285,3 @@ class Gateway:
         self.hardware.close()
         self._store_thread.shutdown(wait=True)
         log.info("gateway stopped")
-
-
-def read_throttled(path: Path = THROTTLED_PATH) -> int | None:
-    """The Pi firmware's under-voltage/throttling bits, where the kernel exposes them."""
-    try:
-        return int(path.read_text().strip(), 16)
-    except (OSError, ValueError):
-        return None

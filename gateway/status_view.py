@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.power import warnings
+
 
 def _age(value: Any) -> str:
     if value is None:
@@ -42,7 +44,11 @@ def render_status(health: dict[str, Any]) -> str:
                      + (f", last command {a['last_command']}" if a.get("last_command") else ""))
     clock = health.get("clock", {})
     lines.append(f"clock:    {'synchronised' if clock.get('synchronized') else 'NOT synchronised'}")
-    throttled = health.get("power", {}).get("throttled")
-    if throttled:
-        lines.append(f"power:    throttling/under-voltage bits 0x{throttled:x}")
+    supply = health.get("power", {})
+    said = warnings(supply)
+    if said:
+        lines.append(f"power:    WARNING: {'; '.join(said)} (get_throttled "
+                     f"0x{supply.get('bits') or 0:x}): check the supply and its cable")
+    elif supply.get("available"):
+        lines.append("power:    ok")
     return "\n".join(lines)
