@@ -1,7 +1,7 @@
 """A small Modbus RTU master: function 0x04 (read input registers), all the Eastron
 meters need.
 
-Written here rather than taken from a Modbus library: it is about 150 lines, needs one
+Written here rather than taken from a Modbus library: it is about 200 lines, needs one
 function code, and must fit the drivers' model (a blocking ``read()`` on an injected
 pyserial port, bounded on the monotonic clock, typed errors), which the libraries' own
 threading/asyncio transports and port handling do not.
