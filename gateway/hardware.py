@@ -9,10 +9,14 @@ gpiozero's ``MockFactory``. The drivers are the same either way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import json
 import logging
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from drivers import registry
@@ -22,6 +26,10 @@ from gateway.poller import Sensor, SensorSlot
 from gateway.simulation import World
 
 log = logging.getLogger(__name__)
+
+SIM_FAULTS_ENV = "ALATAU_GATEWAY_SIM_FAULTS"
+"""With ``--simulate``: a JSON file of faults for the emulated devices, re-read every
+half second (scripts/soak drives the faults of a gateway it runs as a subprocess)."""
 
 SERIAL_TIMEOUT_S = 0.2
 
@@ -181,14 +189,39 @@ class Hardware:
         if not self.simulate or self._world_thread is not None:
             return
 
+        fault_file = os.environ.get(SIM_FAULTS_ENV)
+
         def loop() -> None:
             while not self._stop.wait(period_s):
                 for fake in list(self.fakes.values()):
                     with contextlib.suppress(Exception):
                         self._apply_world(fake)
+                if fault_file:
+                    self._apply_fault_file(Path(fault_file))
 
         self._world_thread = threading.Thread(target=loop, name="world", daemon=True)
         self._world_thread.start()
+
+    def _apply_fault_file(self, path: Path) -> None:
+        """Simulation only: set the emulated devices' faults from a JSON file, so a
+        ``run --simulate`` in another process can be given sensor faults (scripts/soak).
+        ``{"sensor name": {"nack": true}, ...}``; a device not named has none."""
+        from drivers.fake.base import Faults
+
+        try:
+            wanted = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return  # missing or half-written: keep the faults as they are
+        if not isinstance(wanted, dict):
+            return
+        names = {f.name for f in dataclasses.fields(Faults)}
+        for name, fake in list(self.fakes.items()):
+            faults = wanted.get(name) or {}
+            for field in names:
+                default = getattr(Faults, field)
+                value = faults.get(field, default) if isinstance(faults, dict) else default
+                if getattr(fake.faults, field) != value:
+                    setattr(fake.faults, field, value)
 
     # --- drivers -----------------------------------------------------------------
 
