@@ -92,16 +92,26 @@ class CloudStore:
         seen = db.execute("SELECT 1 FROM batches WHERE gateway = ? AND key = ?",
                           (gateway, key)).fetchone() is not None
         before = db.total_changes
-        db.executemany(
-            "INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?)",
-            [(gateway, r["seq"], r["sensor"], r["ts"], json.dumps(r, separators=(",", ":")))
-             for r in readings])
+        rows = [(gateway, r["seq"], r["sensor"], r["ts"], json.dumps(r, separators=(",", ":")))
+                for r in readings]
+        db.executemany("INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?)", rows)
         stored = db.total_changes - before
         duplicates = len(readings) - stored
+        conflicts = 0
+        if duplicates:
+            # A seq sent again must be the same reading (its ts and flags may have been
+            # repaired after a clock sync); another one means the gateway reused a seq.
+            for (_, seq, _, _, text), reading in zip(rows, readings, strict=True):
+                (kept,) = db.execute("SELECT reading FROM readings WHERE gateway = ? AND "
+                                     "seq = ?", (gateway, seq)).fetchone()
+                if kept != text and _identity(json.loads(kept)) != _identity(reading):
+                    conflicts += 1
+                    log.warning("gateway %s reused seq %d for another reading", gateway, seq)
         db.executemany("INSERT OR IGNORE INTO dropped VALUES (?, ?, ?, ?)",
                        [(gateway, d["from_seq"], d["to_seq"], d["reason"]) for d in dropped])
         db.execute("INSERT OR IGNORE INTO batches VALUES (?, ?)", (gateway, key))
-        for name, value in (("duplicates", duplicates), ("batches", 1)):
+        for name, value in (("duplicates", duplicates), ("batches", 1),
+                            ("conflicts", conflicts)):
             db.execute("INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT(gateway, name) "
                        "DO UPDATE SET value = value + ?", (gateway, name, value, value))
         db.execute("COMMIT")
@@ -126,6 +136,7 @@ class CloudStore:
         return {
             "gateway": gateway, "readings": count, "min_seq": low, "max_seq": high,
             "duplicates": counters.get("duplicates", 0), "batches": counters.get("batches", 0),
+            "conflicts": counters.get("conflicts", 0),
             "dropped": dropped,
             "dropped_ranges": [{"from_seq": a, "to_seq": b, "reason": r} for a, b, r in ranges],
         }
@@ -145,6 +156,15 @@ class CloudStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _identity(reading: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a reading that reading: its sensor, values and time of the read (the
+    boot and monotonic time for one taken before clock sync, whose ``ts`` may be
+    repaired later)."""
+    when = (reading.get("boot_id"), reading.get("mono_ms")) if "boot_id" in reading \
+        else reading.get("ts")
+    return (reading.get("sensor"), reading.get("values"), when)
 
 
 def _check_reading(r: Any, index: int) -> None:
