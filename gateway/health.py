@@ -135,6 +135,11 @@ def metrics_text(health: dict[str, Any]) -> str:
            [({}, buffer["dead_letters"])])
     metric("buffer_dropped_total", "counter", "Readings dropped on purpose, by reason.",
            [({"reason": r}, c) for r, c in buffer["dropped"].items()])
+    metric("buffer_in_memory", "gauge", "Readings read but not yet committed to the buffer.",
+           [({}, buffer.get("in_memory"))])
+    metric("buffer_commit_failures_total", "counter",
+           "Commits that failed (e.g. disk full); their readings were kept and retried.",
+           [({}, buffer.get("commit_failures"))])
     up = health["uplink"]
     metric("uplink_uploads_total", "counter", "Batches stored by the cloud.",
            [({}, up["uploads"])])

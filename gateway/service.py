@@ -105,7 +105,12 @@ class Gateway:
     async def health(self) -> dict[str, Any]:
         assert self.store is not None
         stats = await self.call_store(self.store.stats)
-        return snapshot(self.config, self.telemetry, stats)
+        health = snapshot(self.config, self.telemetry, stats)
+        # Read but not yet committed: one interval's worth, or, while commits fail (a
+        # full disk), what waits in memory for room.
+        health["buffer"]["in_memory"] = self.store.pending
+        health["buffer"]["commit_failures"] = self.telemetry.commit_failures
+        return health
 
     # --- start ---------------------------------------------------------------------
 
