@@ -313,3 +313,40 @@ def test_expiry_failing_on_a_full_disk_does_not_stop_the_service(
 
 
 SENSOR_ONE = '[[sensors]]\nname = "noisy_0"\ndriver = "bme280"\ninterval = 0.05\n'
+
+
+
+def test_readings_waiting_in_memory_for_room_show_in_health(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While no commit gets through, readings wait in memory: health says how many."""
+    import sqlite3
+
+    from gateway.health import metrics_text
+    from gateway.store import Store
+
+    def full(self: Store) -> range:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    cfg = parse(CONFIG.format(gateway=GATEWAY, path=tmp_path / "buffer.db", max_bytes=MAX_BYTES,
+                              min_free=0, url="http://127.0.0.1:9/v1/batches",
+                              sensors=SENSOR_ONE))
+
+    async def go() -> dict[str, Any]:
+        gateway = Gateway(cfg, slots=[SensorSlot(cfg.sensor("noisy_0"), lambda: Noisy(0),
+                                                 "mem")], health=False)
+        runner = asyncio.create_task(gateway.run())
+        await gateway.ready.wait()
+        monkeypatch.setattr(Store, "commit", full)
+        await asyncio.sleep(1.0)
+        health = await gateway.health()
+        monkeypatch.undo()
+        gateway.stop()
+        await runner
+        return health
+
+    health = asyncio.run(go())
+    assert health["buffer"]["in_memory"] > 5
+    assert health["buffer"]["commit_failures"] > 5
+    text = metrics_text(health)
+    assert f"alatau_buffer_in_memory {health['buffer']['in_memory']}" in text
+    assert "alatau_buffer_commit_failures_total" in text
