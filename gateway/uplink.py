@@ -37,6 +37,8 @@ TOKEN_CREDENTIAL = "token"
 SYSTEMIC_REJECTIONS = 8
 """Readings dead-lettered in a row, with no batch stored between, before the uploader
 concludes that the cloud refuses everything and stops dead-lettering."""
+GZIP_LEVEL = 6
+"""See docs/performance.md: level against bytes on the metered link and CPU per reading."""
 
 StoreCall = Callable[..., Awaitable[Any]]
 
@@ -316,7 +318,7 @@ class Uploader:
         headers = {"Content-Type": "application/json", "Idempotency-Key": self._key(batch)}
         if self.config.compression == "gzip":
             body = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: gzip.compress(body, compresslevel=6, mtime=0))
+                None, compress_body, body)
             headers["Content-Encoding"] = "gzip"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -336,6 +338,11 @@ class Uploader:
         except OSError as exc:
             uplink.last_error = f"network error: {exc}"
         return None
+
+
+def compress_body(body: bytes) -> bytes:
+    """A request body as sent with ``Content-Encoding: gzip``."""
+    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
 
 
 def _snippet(content: bytes) -> str:
