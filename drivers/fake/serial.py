@@ -8,6 +8,7 @@ paces its own writes where timing matters (split frames, slow answers).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import select
@@ -54,10 +55,8 @@ class FakeSerialDevice(FakeDevice):
             self._thread.join(timeout=2)
             self._thread = None
         for fd in (self._master, self._slave):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     def __enter__(self) -> FakeSerialDevice:
         return self.start()
