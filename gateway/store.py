@@ -936,20 +936,26 @@ class Store:
         if not self._unsaved_acks:
             return
         waiting, self._unsaved_acks = self._unsaved_acks, []
-        self._load_state()  # the watermark as written, for _resolve to move on from
-        for attempt in range(2):
-            try:
-                while waiting:
-                    self._resolve(waiting[0], None)
-                    waiting.pop(0)
-                return
-            except sqlite3.OperationalError as exc:
-                if not _disk_full(exc):
-                    raise  # the batches not recorded are sent again
-                if attempt == 0:
-                    self._checkpoint()
-        self._unsaved_acks = waiting
-        self._load_state()
+        # A batch read ahead (the uploader prepares the next one while one is sent) is
+        # still in flight after this acknowledgement: its chunks stay protected.
+        inflight = self._inflight_through
+        try:
+            self._load_state()  # the watermark as written, for _resolve to move on from
+            for attempt in range(2):
+                try:
+                    while waiting:
+                        self._resolve(waiting[0], None)
+                        waiting.pop(0)
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _disk_full(exc):
+                        raise  # the batches not recorded are sent again
+                    if attempt == 0:
+                        self._checkpoint()
+            self._unsaved_acks = waiting
+            self._load_state()
+        finally:
+            self._inflight_through = max(inflight, self._acked_seq)
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the main file, so the next write reuses the WAL from its start
