@@ -272,14 +272,15 @@ class StoreStats:
 
 
 Record = tuple[Any, ...]
-"""How a reading sits in a chunk: (sensor, ts, values, flags), plus (boot id, monotonic
-ms) as a fifth item for readings taken before the clock was synchronised. Its seq is its
-position in the chunk."""
+"""How a reading sits in a chunk: (sensor, ts, values, flags, clock), where clock is
+(boot id, monotonic ms) for readings taken before the clock was synchronised, else None.
+Its seq is its position in the chunk. A ``Reading`` is one, as it is."""
 
 CLOCK_UNSYNCED = "clock_unsynced"
 CLOCK_CORRECTED = "clock_corrected"
 
-_templates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
+_templates: dict[tuple[Any, ...], str] = {}
+"""Formats by (sensor, flags, *quantity names)."""
 
 
 def _template(sensor: str, names: tuple[str, ...], flags: tuple[str, ...]) -> str:
@@ -287,36 +288,37 @@ def _template(sensor: str, names: tuple[str, ...], flags: tuple[str, ...]) -> st
 
     A sensor sends the same quantities every time, so the names, quoting and layout are
     built once and each reading costs one string format (a float's ``repr`` is valid JSON
-    for the finite values the poller admits).
+    for the finite values the poller admits). Members come seq and ts first: the order of
+    an object's members carries no meaning in JSON, and next to each other the two
+    numbers that change every reading compress better (docs/performance.md).
     """
-    key = (sensor, names, flags)
-    template = _templates.get(key)
-    if template is None:
-        def quoted(text: str) -> str:
-            return json.dumps(text).replace("%", "%%")
-        values = ",".join(f"{quoted(name)}:%r" for name in names)
-        flag_list = ",".join(quoted(flag) for flag in flags)
-        template = (f'{{"seq":%d,"sensor":{quoted(sensor)},"ts":%d,"values":{{{values}}},'
-                    f'"flags":[{flag_list}]}}')
-        if len(_templates) > 4096:
-            _templates.clear()
-        _templates[key] = template
+    def quoted(text: str) -> str:
+        return json.dumps(text).replace("%", "%%")
+    values = ",".join(f"{quoted(name)}:%r" for name in names)
+    flag_list = ",".join(quoted(flag) for flag in flags)
+    template = (f'{{"seq":%d,"ts":%d,"sensor":{quoted(sensor)},"values":{{{values}}},'
+                f'"flags":[{flag_list}]}}')
+    if len(_templates) > 4096:
+        _templates.clear()
+    _templates[(sensor, flags, *names)] = template
     return template
 
 
 def encode_records(first_seq: int, records: Sequence[Record]) -> list[bytes]:
     """Readings as the ingest protocol's JSON objects, one ``bytes`` each."""
-    out = []
+    out: list[bytes] = []
+    append = out.append
+    known = _templates.get
     seq = first_seq
-    for record in records:
-        if len(record) == 4:
-            sensor, ts, values, flags = record
-            template = _template(sensor, tuple(values), flags)
-            out.append((template % (seq, ts, *values.values())).encode())
+    for sensor, ts, values, flags, clock in records:
+        if clock is None:
+            template = known((sensor, flags, *values)) or _template(
+                sensor, tuple(values), flags)
+            append((template % (seq, ts, *values.values())).encode())
         else:
-            sensor, ts, values, flags, (boot, mono_ms) = record
-            out.append(json.dumps(
-                {"seq": seq, "sensor": sensor, "ts": ts, "values": values,
+            boot, mono_ms = clock
+            append(json.dumps(
+                {"seq": seq, "ts": ts, "sensor": sensor, "values": values,
                  "flags": list(flags), "boot_id": boot, "mono_ms": mono_ms},
                 separators=(",", ":")).encode())
         seq += 1
@@ -328,31 +330,42 @@ def encode_reading(seq: int, reading: Reading) -> bytes:
     for name, value in reading.values.items():
         if not math.isfinite(value):
             raise ValueError(f"{reading.sensor}: {name} is {value}, not a finite number")
-    return encode_records(seq, [_record(reading)])[0]
+    return encode_records(seq, [reading])[0]
 
 
-def _record(r: Reading) -> Record:
-    # marshal takes plain tuples only, not the NamedTuple subclass.
-    if r.clock is None:
-        return (r.sensor, r.ts, r.values, r.flags)
-    return (r.sensor, r.ts, r.values, r.flags, r.clock)
+CHUNK_FORMAT = b"C1"
+"""Chunk encoding: zlib of ``marshal`` (version 4) of the records as five columns
+(sensors, ts, values, flags, clocks), each a tuple. marshal is the fastest stable encoder
+in the standard library, and columns are made and taken apart by ``zip`` without a
+Python step per reading (see docs/performance.md); a newer Python reads older marshal
+versions, and an unreadable chunk is reported, never guessed at."""
+CHUNK_FORMAT_ROWS = b"M4"
+"""The earlier encoding, still read: a list of records of four items, or five with a
+clock."""
 
 
-CHUNK_FORMAT = b"M4"
-"""Chunk encoding: zlib of ``marshal`` (version 4) of a list of records. marshal is the
-fastest stable encoder in the standard library (see docs/performance.md); a newer Python
-reads older versions, and an unreadable chunk is reported, never guessed at."""
+def _pack(records: Sequence[Record]) -> bytes:
+    """``records`` (``Reading``s or plain tuples) as a chunk's bytes."""
+    columns = tuple(zip(*records, strict=True))
+    return CHUNK_FORMAT + zlib.compress(marshal.dumps(columns, 4), ZLIB_LEVEL)
 
 
-def _pack(records: list[Record]) -> bytes:
-    return CHUNK_FORMAT + zlib.compress(marshal.dumps(records, 4), ZLIB_LEVEL)
+def _unsynced(records: Sequence[Record]) -> int:
+    """How many of ``records`` still await a clock repair."""
+    return sum(1 for r in records if r[4] is not None and CLOCK_UNSYNCED in r[3])
 
 
 def _unpack(blob: bytes) -> list[Record]:
-    if blob[:2] != CHUNK_FORMAT:
-        raise StoreError(f"unknown chunk format {blob[:2]!r}")
-    records: list[Record] = marshal.loads(zlib.decompress(blob[2:]))
-    return records
+    kind = blob[:2]
+    if kind == CHUNK_FORMAT:
+        columns = marshal.loads(zlib.decompress(blob[2:]))
+        if not isinstance(columns, tuple) or len(columns) != 5:
+            raise StoreError("a chunk without its five columns")
+        return list(zip(*columns, strict=True))
+    if kind == CHUNK_FORMAT_ROWS:
+        rows: list[Record] = marshal.loads(zlib.decompress(blob[2:]))
+        return [r if len(r) == 5 else (*r, None) for r in rows]
+    raise StoreError(f"unknown chunk format {kind!r}")
 
 
 class Store:
@@ -614,12 +627,10 @@ class Store:
             first = self._next_seq
             chunks: list[tuple[int, int, int, int, bytes, int]] = []
             for offset in range(0, len(pending), CHUNK_MAX_READINGS):
-                part = [(r[0], r[1], r[2], r[3]) if r[4] is None else _record(r)
-                        for r in pending[offset:offset + CHUNK_MAX_READINGS]]
+                part = pending[offset:offset + CHUNK_MAX_READINGS]
                 start = first + offset
-                unsynced = sum(1 for r in part if len(r) == 5 and CLOCK_UNSYNCED in r[3])
                 chunks.append((start, start + len(part) - 1, part[0][1], part[-1][1],
-                               _pack(part), unsynced))
+                               _pack(part), _unsynced(part)))
             seq = first + len(pending)
             last = seq - 1
             new_bytes = sum(len(c[4]) + 64 for c in chunks)
@@ -669,7 +680,7 @@ class Store:
         """
         def fix(record: Record) -> Record:
             sensor, _, values, flags, clock = record
-            if clock[0] != boot_id or CLOCK_UNSYNCED not in flags:
+            if clock is None or clock[0] != boot_id or CLOCK_UNSYNCED not in flags:
                 return record
             new_flags = tuple(CLOCK_CORRECTED if f == CLOCK_UNSYNCED else f for f in flags)
             return (sensor, clock[1] + offset_ms, values, new_flags, clock)
@@ -678,7 +689,7 @@ class Store:
             corrected = 0
             for i, reading in enumerate(self._pending):
                 if reading.clock is not None:
-                    fixed = fix(_record(reading))
+                    fixed = fix(reading)
                     if fixed[1] != reading.ts or fixed[3] != reading.flags:
                         self._pending[i] = Reading(*fixed)
                         corrected += 1
@@ -690,10 +701,10 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for first_seq, _, blob in rows:
-                    records = [fix(r) if len(r) == 5 else r for r in _unpack(blob)]
-                    left = sum(1 for r in records if len(r) == 5 and CLOCK_UNSYNCED in r[3])
+                    records = [fix(r) for r in _unpack(blob)]
+                    left = _unsynced(records)
                     corrected += sum(1 for r in records
-                                     if len(r) == 5 and CLOCK_CORRECTED in r[3])
+                                     if r[4] is not None and CLOCK_CORRECTED in r[3])
                     self._db.execute(
                         "UPDATE chunks SET data = ?, unsynced = ?, first_ts = ?, last_ts = ? "
                         "WHERE first_seq = ?",
@@ -898,13 +909,20 @@ class Store:
                     first = start
                 index = start - first_seq
                 wanted = records[index:index + max_readings - len(lines)]
-                taken = 0
-                for line in encode_records(start, wanted):
-                    if lines and size + len(line) + 1 > max_bytes:
-                        break
-                    lines.append(line)
-                    size += len(line) + 1
-                    taken += 1
+                encoded = encode_records(start, wanted)
+                whole = size + sum(map(len, encoded)) + len(encoded)  # a comma each
+                if whole <= max_bytes:  # the usual case, without a step per reading
+                    lines.extend(encoded)
+                    size = whole
+                    taken = len(encoded)
+                else:
+                    taken = 0
+                    for line in encoded:
+                        if lines and size + len(line) + 1 > max_bytes:
+                            break
+                        lines.append(line)
+                        size += len(line) + 1
+                        taken += 1
                 position = start + taken - 1
                 if taken < len(wanted) or (position < last_seq and len(lines) >= max_readings):
                     break
