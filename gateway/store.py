@@ -16,11 +16,13 @@ order, so one number describes the delivered prefix.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
 import marshal
 import math
+import operator
 import os
 import shutil
 import sqlite3
@@ -336,17 +338,20 @@ def encode_reading(seq: int, reading: Reading) -> bytes:
 CHUNK_FORMAT = b"C1"
 """Chunk encoding: zlib of ``marshal`` (version 4) of the records as five columns
 (sensors, ts, values, flags, clocks), each a tuple. marshal is the fastest stable encoder
-in the standard library, and columns are made and taken apart by ``zip`` without a
-Python step per reading (see docs/performance.md); a newer Python reads older marshal
+in the standard library, and columns are made (``itemgetter``) and taken apart (``zip``)
+without a Python step per reading (see docs/performance.md); a newer Python reads older marshal
 versions, and an unreadable chunk is reported, never guessed at."""
 CHUNK_FORMAT_ROWS = b"M4"
 """The earlier encoding, still read: a list of records of four items, or five with a
 clock."""
 
 
+_COLUMNS = tuple(operator.itemgetter(i) for i in range(5))
+
+
 def _pack(records: Sequence[Record]) -> bytes:
     """``records`` (``Reading``s or plain tuples) as a chunk's bytes."""
-    columns = tuple(zip(*records, strict=True))
+    columns = tuple(tuple(map(column, records)) for column in _COLUMNS)
     return CHUNK_FORMAT + zlib.compress(marshal.dumps(columns, 4), ZLIB_LEVEL)
 
 
@@ -387,7 +392,10 @@ class Store:
         self.min_free_bytes = min_free_bytes
         self.max_age_ms = None if max_age_s is None else int(max_age_s * 1000)
         self._lock = threading.RLock()
-        self._pending: list[Reading] = []
+        self._pending: collections.deque[Reading] = collections.deque()
+        """Added, not yet committed. A deque: ``add`` appends without the lock, so the
+        poller (on the event loop) never waits for a commit's fsync; ``commit`` takes
+        from the left what was there when it started."""
         self._unsaved_acks: list[Batch] = []
         """Acknowledged batches a full disk had no room to record (see ``ack``)."""
         self._cache: tuple[int, list[Record]] | None = None
@@ -610,8 +618,7 @@ class Store:
 
     def add(self, reading: Reading) -> None:
         """Queue a reading for the next commit. It is not stored until ``commit()``."""
-        with self._lock:
-            self._pending.append(reading)
+        self._pending.append(reading)  # atomic; see _pending
 
     @property
     def pending(self) -> int:
@@ -621,7 +628,8 @@ class Store:
         """Write every queued reading in one transaction; returns the seqs it assigned."""
         with self._lock:
             self._save_acks()
-            pending, self._pending = self._pending, []
+            queue = self._pending
+            pending = [queue.popleft() for _ in range(len(queue))]
             if not pending:
                 return range(self._next_seq, self._next_seq)
             first = self._next_seq
@@ -654,10 +662,11 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
                 # Nothing was stored: keep the readings for the next attempt, bounded.
-                self._pending[:0] = pending
+                self._pending.extendleft(reversed(pending))
                 overflow = len(self._pending) - MAX_PENDING
                 if overflow > 0:
-                    del self._pending[:overflow]
+                    for _ in range(overflow):
+                        self._pending.popleft()
                     self.dropped_by_reason["write_failed"] = (
                         self.dropped_by_reason.get("write_failed", 0) + overflow)
                 self._load_state()
@@ -687,12 +696,15 @@ class Store:
 
         with self._lock:
             corrected = 0
-            for i, reading in enumerate(self._pending):
+            queue = self._pending  # readings added meanwhile go to its right end
+            waiting = [queue.popleft() for _ in range(len(queue))]
+            for i, reading in enumerate(waiting):
                 if reading.clock is not None:
                     fixed = fix(reading)
                     if fixed[1] != reading.ts or fixed[3] != reading.flags:
-                        self._pending[i] = Reading(*fixed)
+                        waiting[i] = Reading(*fixed)
                         corrected += 1
+            queue.extendleft(reversed(waiting))
             rows = self._db.execute(
                 "SELECT first_seq, last_seq, data FROM chunks WHERE unsynced > 0 "
                 "ORDER BY first_seq").fetchall()
