@@ -480,20 +480,52 @@ def steady_config_text(state_dir: Path, url: str, sensors: int, interval: float)
     return text
 
 
-def steady_child(config_path: str) -> int:
+def steady_child(config_path: str, mode: str, rate: float) -> int:
     """The gateway process of the steady-state figures: the real service (store, commit
-    loop, uploader, health endpoint, housekeeping), its sensors synthetic."""
+    loop, uploader, health endpoint, housekeeping). ``source``: a synthetic source adds
+    ``rate`` readings/s straight into the store, ten times a second; ``poller``: the
+    configured sensors are polled as usual, their drivers synthetic."""
     from gateway.config import load
     from gateway.poller import SensorSlot
     from gateway.service import Gateway
+    from gateway.store import Reading
 
     config = load(config_path)
     slots = [SensorSlot(config=sensor, factory=functools.partial(SyntheticSensor, i),
                         bus_key="bench")
-             for i, sensor in enumerate(config.sensors)]
+             for i, sensor in enumerate(config.sensors)] if mode == "poller" else []
     gateway = Gateway(config, slots=slots)
+
+    async def feed() -> None:
+        await gateway.ready.wait()
+        assert gateway.store is not None
+        add = gateway.store.add
+        sources = [(sensor.name, SyntheticSensor(i)) for i, sensor in enumerate(config.sensors)]
+        due = time.monotonic()
+        owed = 0.0
+        k = 0
+        while True:
+            due += 0.1
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            owed += rate * 0.1
+            now_ms = time.time_ns() // 1_000_000
+            while owed >= 1.0:
+                name, sensor = sources[k % len(sources)]
+                add(Reading(name, now_ms, sensor.read()))
+                gateway.telemetry.produced += 1
+                k += 1
+                owed -= 1.0
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(gateway.run())]
+        if mode == "source":
+            tasks.append(asyncio.create_task(feed()))
+        await tasks[0]
+        for task in tasks[1:]:
+            task.cancel()
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(gateway.run())
+        asyncio.run(main())
     return 0
 
 
@@ -519,6 +551,13 @@ def _wait_ready(sock: socket.socket, proc: subprocess.Popen[Any], timeout_s: flo
             return time.monotonic()
 
 
+def _drain_socket(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.settimeout(None)
+        while sock.recv(4096):
+            pass
+
+
 def _stop(proc: subprocess.Popen[Any]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -529,9 +568,15 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
-def steady(state_dir: Path, plan: Plan) -> dict[str, float]:
+def steady(state_dir: Path, plan: Plan, mode: str = "source", seconds: float | None = None
+           ) -> dict[str, float]:
+    """The gateway in its own process at ``plan.steady_rate`` readings/s (see
+    ``steady_child`` for ``mode``), uploading every 10 s to the reference cloud (another
+    process): its CPU, peak RSS and bytes written, over ``seconds`` after a warm-up."""
     from gateway.store import read_only_stats
 
+    state_dir = state_dir / f"steady-{mode}"
+    state_dir.mkdir()
     interval = plan.steady_sensors / plan.steady_rate
     results: dict[str, float] = {}
     with cloud_process(state_dir) as (_, url):
@@ -541,15 +586,19 @@ def steady(state_dir: Path, plan: Plan) -> dict[str, float]:
         sock = _notify_socket(notify)
         env = dict(os.environ, NOTIFY_SOCKET=str(notify), ALATAU_GATEWAY_CLOCK="synced")
         proc = subprocess.Popen(
-            [python_for_children(), "-m", "gateway.bench", "_steady", str(config)],
+            [python_for_children(), "-m", "gateway.bench", "_steady", str(config), mode,
+             str(plan.steady_rate)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_ready(sock, proc, 30.0)
+            # Read what the service sends (WATCHDOG=1 every second) as systemd does: a
+            # full socket queue would block its event loop.
+            threading.Thread(target=_drain_socket, args=(sock,), daemon=True).start()
             time.sleep(2.0)  # warm-up: first reads, first commit, first (empty) upload
             buffer = state_dir / "buffer.db"
             t0, cpu0, io0 = time.monotonic(), proc_cpu_s(proc.pid), proc_write_bytes(proc.pid)
             seq0 = read_only_stats(buffer)[0].next_seq
-            time.sleep(plan.steady_seconds)
+            time.sleep(plan.steady_seconds if seconds is None else seconds)
             t1, cpu1, io1 = time.monotonic(), proc_cpu_s(proc.pid), proc_write_bytes(proc.pid)
             seq1 = read_only_stats(buffer)[0].next_seq
             results["steady_peak_rss_mb"] = proc_peak_rss_mb(proc.pid)
@@ -689,6 +738,11 @@ def run(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
 
         log(f"steady state: {plan.steady_rate:g} readings/s for {plan.steady_seconds:g} s")
         out.update(steady(state, plan))
+        log(f"steady state through the poller: {plan.steady_sensors} synthetic sensors")
+        polled = steady(state, plan, "poller", plan.steady_seconds / 2)
+        out["steady_poller_cpu_percent"] = polled["steady_cpu_percent"]
+        out["steady_poller_cpu_s_per_1000_readings"] = polled["steady_cpu_s_per_1000_readings"]
+        out["steady_poller_peak_rss_mb"] = polled["steady_peak_rss_mb"]
         log("storage writes with WAL checkpoints")
         out.update(storage_long_run(state, plan.long_run_commits))
 
@@ -729,6 +783,9 @@ ROWS: tuple[tuple[str, str, str | None, str], ...] = (
     ("steady: CPU of one core", "steady_cpu_percent", None, "%"),
     ("steady: CPU per 1000 readings", "steady_cpu_s_per_1000_readings", None, "s"),
     ("steady: peak RSS", "steady_peak_rss_mb", None, "MB"),
+    ("steady via poller: CPU of one core", "steady_poller_cpu_percent", None, "%"),
+    ("steady via poller: CPU per 1000 rd.", "steady_poller_cpu_s_per_1000_readings", None,
+     "s"),
     ("storage written (steady run)", "storage_bytes_per_reading", None, "B/reading"),
     ("storage written (with checkpoints)", "storage_bytes_per_reading_long_run", None,
      "B/reading"),
@@ -763,7 +820,7 @@ def table(out: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["_steady"]:
-        return steady_child(args[1])
+        return steady_child(args[1], args[2], float(args[3]))
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Throughput, memory, wire bytes, storage writes and start-up, beside "
