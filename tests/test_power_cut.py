@@ -370,9 +370,10 @@ def test_transactions_cut_off_by_a_damaged_wal_frame_do_not_give_their_seqs_agai
     files = copy_files(live)
     store.close()
     wal = bytearray(files["-wal"])
-    frames = (len(wal) - 32) // 4120
+    frame = 24 + int.from_bytes(wal[8:12], "big")  # frame header + the page size
+    frames = (len(wal) - 32) // frame
     assert frames >= 6
-    middle = 32 + frames // 2 * 4120
+    middle = 32 + frames // 2 * frame
     wal[middle + 24:middle + 536] = random.Random(SEED).randbytes(512)  # one bad sector
     files["-wal"] = bytes(wal)
     path = write_files(tmp_path / "cut", files)
