@@ -33,12 +33,18 @@ INGEST_PATH = "/v1/batches"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bodies (id INTEGER PRIMARY KEY, gateway TEXT NOT NULL,
     body BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS stored (
-    gateway TEXT NOT NULL, seq INTEGER NOT NULL, body INTEGER NOT NULL, item INTEGER NOT NULL,
-    PRIMARY KEY (gateway, seq)) WITHOUT ROWID;
-CREATE VIEW IF NOT EXISTS readings (gateway, seq, reading) AS
-    SELECT s.gateway, s.seq, json_extract(CAST(b.body AS TEXT), '$.readings[' || s.item || ']')
-    FROM stored s JOIN bodies b ON b.id = s.body;
+CREATE TABLE IF NOT EXISTS runs (
+    gateway TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    body INTEGER NOT NULL, item INTEGER NOT NULL,
+    PRIMARY KEY (gateway, first_seq)) WITHOUT ROWID;
+DROP VIEW IF EXISTS readings;
+CREATE VIEW readings (gateway, seq, reading) AS
+    WITH RECURSIVE expanded (gateway, seq, last_seq, body, item) AS (
+        SELECT gateway, first_seq, last_seq, body, item FROM runs
+        UNION ALL
+        SELECT gateway, seq + 1, last_seq, body, item + 1 FROM expanded WHERE seq < last_seq)
+    SELECT e.gateway, e.seq, json_extract(CAST(b.body AS TEXT), '$.readings[' || e.item || ']')
+    FROM expanded e JOIN bodies b ON b.id = e.body;
 CREATE TABLE IF NOT EXISTS dropped (
     gateway TEXT NOT NULL, from_seq INTEGER NOT NULL, to_seq INTEGER NOT NULL,
     reason TEXT NOT NULL, PRIMARY KEY (gateway, from_seq, to_seq, reason));
@@ -48,9 +54,12 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS batches (gateway TEXT NOT NULL, key TEXT NOT NULL,
     PRIMARY KEY (gateway, key));
 """
-"""Each batch body is stored once, as received (decompressed); ``stored`` indexes its
-readings by (gateway, seq), so a reading is never encoded again (docs/performance.md).
-The ``readings`` view shows one row per stored reading with its JSON."""
+"""Each batch body is stored once, as received (decompressed), and ``runs`` index its
+readings: seqs ``first_seq..last_seq`` of a gateway are the body's readings from index
+``item`` on. A gateway's batch is one run of consecutive seqs, so storing it costs two
+rows whatever its size, and no reading is encoded again (docs/performance.md). Runs never
+overlap: a seq already stored is a duplicate. The ``readings`` view shows one row per
+stored reading with its JSON (slow: it parses a body per row; for inspection)."""
 
 
 @dataclass
@@ -96,6 +105,10 @@ class CloudStore:
         self.db.executescript(_SCHEMA)
         if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'readings_v1'").fetchone():
             self._migrate()
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'stored'").fetchone():
+            self.db.executescript(  # one index row per reading, briefly
+                "BEGIN; INSERT OR IGNORE INTO runs SELECT gateway, seq, seq, body, item "
+                "FROM stored; DROP TABLE stored; COMMIT;")
 
     def _migrate(self) -> None:
         """Rows of the layout with one encoded row per reading become bodies of one."""
@@ -105,7 +118,8 @@ class CloudStore:
                 "SELECT gateway, seq, reading FROM readings_v1").fetchall():
             body = db.execute("INSERT INTO bodies (gateway, body) VALUES (?, ?)",
                               (gateway, f'{{"readings":[{text}]}}'.encode())).lastrowid
-            db.execute("INSERT OR IGNORE INTO stored VALUES (?, ?, ?, 0)", (gateway, seq, body))
+            db.execute("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, 0)",
+                       (gateway, seq, seq, body))
         db.execute("DROP TABLE readings_v1")
         db.execute("COMMIT")
 
@@ -124,28 +138,39 @@ class CloudStore:
         seen = db.execute("SELECT 1 FROM batches WHERE gateway = ? AND key = ?",
                           (gateway, key)).fetchone() is not None
         stored = 0
+        repeated: list[tuple[int, int]] = []
+        """(seq, index in ``readings``) of the seqs stored before."""
         if readings:
             body_id = db.execute("INSERT INTO bodies (gateway, body) VALUES (?, ?)",
                                  (gateway, body)).lastrowid
-            before = db.total_changes
-            db.executemany("INSERT OR IGNORE INTO stored VALUES (?, ?, ?, ?)",
-                           [(gateway, r["seq"], body_id, i) for i, r in enumerate(readings)])
-            stored = db.total_changes - before
+            for first, last, start in _runs([r["seq"] for r in readings]):
+                position = first
+                for low, high in self._covered(gateway, first, last):
+                    if low > position:
+                        self._insert_run(gateway, position, low - 1, body_id,
+                                         start + position - first)
+                        stored += low - position
+                    repeated += [(seq, start + seq - first) for seq in range(
+                        max(low, position), min(high, last) + 1)]
+                    position = max(position, high + 1)
+                if position <= last:
+                    self._insert_run(gateway, position, last, body_id,
+                                     start + position - first)
+                    stored += last - position + 1
             if not stored:
                 db.execute("DELETE FROM bodies WHERE id = ?", (body_id,))
         duplicates = len(readings) - stored
         conflicts = 0
-        if duplicates:
+        if repeated:
             # A seq sent again must be the same reading (its ts and flags may have been
             # repaired after a clock sync); another one means the gateway reused a seq.
             kept_bodies: dict[int, list[Any]] = {}
-            for reading in readings:
-                kept = self._reading(gateway, reading["seq"], kept_bodies)
+            for seq, index in repeated:
+                kept, reading = self._reading(gateway, seq, kept_bodies), readings[index]
                 if kept is not None and kept != reading and \
                         _identity(kept) != _identity(reading):
                     conflicts += 1
-                    log.warning("gateway %s reused seq %d for another reading", gateway,
-                                reading["seq"])
+                    log.warning("gateway %s reused seq %d for another reading", gateway, seq)
         db.executemany("INSERT OR IGNORE INTO dropped VALUES (?, ?, ?, ?)",
                        [(gateway, d["from_seq"], d["to_seq"], d["reason"]) for d in dropped])
         db.execute("INSERT OR IGNORE INTO batches VALUES (?, ?)", (gateway, key))
@@ -156,6 +181,23 @@ class CloudStore:
         db.execute("COMMIT")
         return stored, duplicates, seen
 
+    def _covered(self, gateway: str, first: int, last: int) -> list[tuple[int, int]]:
+        """Stored runs overlapping ``first..last``, in order (they never overlap)."""
+        before = self.db.execute(
+            "SELECT first_seq, last_seq FROM runs WHERE gateway = ? AND first_seq < ? "
+            "ORDER BY first_seq DESC LIMIT 1", (gateway, first)).fetchone()
+        inside = self.db.execute(
+            "SELECT first_seq, last_seq FROM runs WHERE gateway = ? AND first_seq "
+            "BETWEEN ? AND ? ORDER BY first_seq", (gateway, first, last)).fetchall()
+        if before is not None and before[1] >= first:
+            return [(int(before[0]), int(before[1])), *inside]
+        return [(int(a), int(b)) for a, b in inside]
+
+    def _insert_run(self, gateway: str, first: int, last: int, body_id: int | None,
+                    item: int) -> None:
+        self.db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
+                        (gateway, first, last, body_id, item))
+
     def _body(self, body_id: int, cache: dict[int, list[Any]]) -> list[Any]:
         """The readings of one stored body, parsed once per ``cache``."""
         if body_id not in cache:
@@ -165,15 +207,18 @@ class CloudStore:
         return cache[body_id]
 
     def _reading(self, gateway: str, seq: int, cache: dict[int, list[Any]]) -> Any:
-        row = self.db.execute("SELECT body, item FROM stored WHERE gateway = ? AND seq = ?",
-                              (gateway, seq)).fetchone()
-        return None if row is None else self._body(row[0], cache)[row[1]]
+        row = self.db.execute(
+            "SELECT first_seq, last_seq, body, item FROM runs WHERE gateway = ? AND "
+            "first_seq <= ? ORDER BY first_seq DESC LIMIT 1", (gateway, seq)).fetchone()
+        if row is None or row[1] < seq:
+            return None
+        return self._body(row[2], cache)[row[3] + seq - row[0]]
 
     def stats(self, gateway: str) -> dict[str, Any]:
         db = self.db
         count, low, high = db.execute(
-            "SELECT COUNT(*), MIN(seq), MAX(seq) FROM stored WHERE gateway = ?",
-            (gateway,)).fetchone()
+            "SELECT COALESCE(SUM(last_seq - first_seq + 1), 0), MIN(first_seq), "
+            "MAX(last_seq) FROM runs WHERE gateway = ?", (gateway,)).fetchone()
         counters = dict(db.execute("SELECT name, value FROM counters WHERE gateway = ?",
                                    (gateway,)).fetchall())
         ranges = db.execute("SELECT from_seq, to_seq, reason FROM dropped WHERE gateway = ? "
@@ -194,21 +239,46 @@ class CloudStore:
         }
 
     def seqs(self, gateway: str) -> list[int]:
-        return [s for (s,) in self.db.execute(
-            "SELECT seq FROM stored WHERE gateway = ? ORDER BY seq", (gateway,))]
+        return [seq for first, last in self.db.execute(
+            "SELECT first_seq, last_seq FROM runs WHERE gateway = ? ORDER BY first_seq",
+            (gateway,)) for seq in range(first, last + 1)]
 
     def readings(self, gateway: str, after_seq: int = 0, limit: int = 1000
                  ) -> list[dict[str, Any]]:
         cache: dict[int, list[Any]] = {}
-        return [self._body(body_id, cache)[item] for body_id, item in self.db.execute(
-            "SELECT body, item FROM stored WHERE gateway = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (gateway, after_seq, limit)).fetchall()]
+        out: list[dict[str, Any]] = []
+        for first, last, body_id, item in self.db.execute(
+                "SELECT first_seq, last_seq, body, item FROM runs WHERE gateway = ? AND "
+                "last_seq > ? ORDER BY first_seq", (gateway, after_seq)):
+            start = max(first, after_seq + 1)
+            take = min(last - start + 1, limit - len(out))
+            offset = item + start - first
+            out += self._body(body_id, cache)[offset:offset + take]
+            if len(out) >= limit:
+                break
+        return out
 
     def gateways(self) -> list[str]:
-        return [g for (g,) in self.db.execute("SELECT DISTINCT gateway FROM stored")]
+        return [g for (g,) in self.db.execute("SELECT DISTINCT gateway FROM runs")]
 
     def close(self) -> None:
         self.db.close()
+
+
+def _runs(seqs: list[int]) -> list[tuple[int, int, int]]:
+    """``seqs`` as runs of consecutive seqs: (first, last, index of first in ``seqs``).
+    A gateway's batch is one run, found without a step per reading."""
+    if not seqs:
+        return []
+    if seqs == list(range(seqs[0], seqs[0] + len(seqs))):
+        return [(seqs[0], seqs[-1], 0)]
+    runs: list[tuple[int, int, int]] = []
+    start = 0
+    for i in range(1, len(seqs) + 1):
+        if i == len(seqs) or seqs[i] != seqs[i - 1] + 1:
+            runs.append((seqs[start], seqs[i - 1], start))
+            start = i
+    return runs
 
 
 def _identity(reading: dict[str, Any]) -> tuple[Any, ...]:
