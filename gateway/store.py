@@ -4,10 +4,10 @@ Readings are added to memory and committed in groups (every ``commit_interval``)
 reading counts as stored, and gets its ``seq``, only once its group's transaction is on
 disk (SQLite WAL, ``synchronous=FULL``), so a power cut loses at most one interval.
 
-Layout: one row per committed group ("chunk") holding the readings already encoded as
-the cloud protocol's JSON objects, one per line, zlib-compressed. ``seq`` is implicit
-(``first_seq + line index``). Packing many readings into one row is what makes ingest
-cheap and keeps SD-card writes per reading small (see docs/performance.md).
+Layout: one row per committed group ("chunk") holding the readings as marshal columns,
+zlib-compressed; they become the cloud protocol's JSON objects only when uploaded.
+``seq`` is implicit (``first_seq + index``). Packing many readings into one row is what
+makes ingest cheap and keeps SD-card writes per reading small (see docs/performance.md).
 
 Delivery is a watermark: everything up to ``acked_seq`` has been stored by the cloud
 (or deliberately dropped and reported). Batches are always acknowledged in ``seq``
