@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import json
 import os
 import random
@@ -216,6 +215,27 @@ def self_cpu_s() -> float:
 
 def python_for_children() -> str:
     return sys.executable
+
+
+def compile_packages() -> None:
+    """Byte-compile ``gateway`` and ``drivers`` as ``scripts/install.sh`` does on a device,
+    so the measured processes load byte code instead of compiling the sources (which,
+    from a source tree with ``PYTHONDONTWRITEBYTECODE`` set, costs every start-up about
+    0.1 s and the process 2-3 MB of memory it keeps)."""
+    import drivers
+    import gateway
+
+    roots = [str(Path(package.__file__).parent) for package in (gateway, drivers)
+             if package.__file__ is not None]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *roots],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a measured gateway process: this one's, byte code read."""
+    env = dict(os.environ, **extra)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def gateway_command() -> list[str]:
@@ -438,21 +458,6 @@ def naive_wire(readings: list[Reading]) -> float:
 # --- 4./5. steady state --------------------------------------------------------------
 
 
-class SyntheticSensor:
-    """A sensor that answers at once with slowly changing values (no bus, no waits)."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.reads = 0
-
-    def read(self) -> dict[str, float]:
-        self.reads += 1
-        step = (self.reads + self.index * 7) % 400
-        return {"temperature_celsius": round(18.0 + step * 0.01, 2),
-                "relative_humidity_percent": round(45.0 - step * 0.004, 3),
-                "pressure_pascals": round(101_300.0 + step * 0.1, 1)}
-
-
 STEADY_CONFIG = """
 [gateway]
 id = "{gateway}"
@@ -478,55 +483,6 @@ def steady_config_text(state_dir: Path, url: str, sensors: int, interval: float)
         text += (f'\n[[sensors]]\nname = "synthetic_{i:02d}"\ndriver = "bme280"\n'
                  f"bus = {i // 2 + 1}\naddress = {0x76 + i % 2}\ninterval = {interval}\n")
     return text
-
-
-def steady_child(config_path: str, mode: str, rate: float) -> int:
-    """The gateway process of the steady-state figures: the real service (store, commit
-    loop, uploader, health endpoint, housekeeping). ``source``: a synthetic source adds
-    ``rate`` readings/s straight into the store, ten times a second; ``poller``: the
-    configured sensors are polled as usual, their drivers synthetic."""
-    from gateway.config import load
-    from gateway.poller import SensorSlot
-    from gateway.service import Gateway
-    from gateway.store import Reading
-
-    config = load(config_path)
-    slots = [SensorSlot(config=sensor, factory=functools.partial(SyntheticSensor, i),
-                        bus_key="bench")
-             for i, sensor in enumerate(config.sensors)] if mode == "poller" else []
-    gateway = Gateway(config, slots=slots)
-
-    async def feed() -> None:
-        await gateway.ready.wait()
-        assert gateway.store is not None
-        add = gateway.store.add
-        sources = [(sensor.name, SyntheticSensor(i)) for i, sensor in enumerate(config.sensors)]
-        due = time.monotonic()
-        owed = 0.0
-        k = 0
-        while True:
-            due += 0.1
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            owed += rate * 0.1
-            now_ms = time.time_ns() // 1_000_000
-            while owed >= 1.0:
-                name, sensor = sources[k % len(sources)]
-                add(Reading(name, now_ms, sensor.read()))
-                gateway.telemetry.produced += 1
-                k += 1
-                owed -= 1.0
-
-    async def main() -> None:
-        tasks = [asyncio.create_task(gateway.run())]
-        if mode == "source":
-            tasks.append(asyncio.create_task(feed()))
-        await tasks[0]
-        for task in tasks[1:]:
-            task.cancel()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
-    return 0
 
 
 def _notify_socket(path: Path) -> socket.socket:
@@ -571,7 +527,7 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
 def steady(state_dir: Path, plan: Plan, mode: str = "source", seconds: float | None = None
            ) -> dict[str, float]:
     """The gateway in its own process at ``plan.steady_rate`` readings/s (see
-    ``steady_child`` for ``mode``), uploading every 10 s to the reference cloud (another
+    ``gateway.bench_child`` for ``mode``), uploading every 10 s to the reference cloud (another
     process): its CPU, peak RSS and bytes written, over ``seconds`` after a warm-up."""
     from gateway.store import read_only_stats
 
@@ -584,9 +540,9 @@ def steady(state_dir: Path, plan: Plan, mode: str = "source", seconds: float | N
         config.write_text(steady_config_text(state_dir, url, plan.steady_sensors, interval))
         notify = state_dir / "steady.notify"
         sock = _notify_socket(notify)
-        env = dict(os.environ, NOTIFY_SOCKET=str(notify), ALATAU_GATEWAY_CLOCK="synced")
+        env = child_env(NOTIFY_SOCKET=str(notify), ALATAU_GATEWAY_CLOCK="synced")
         proc = subprocess.Popen(
-            [python_for_children(), "-m", "gateway.bench", "_steady", str(config), mode,
+            [python_for_children(), "-m", "gateway.bench_child", str(config), mode,
              str(plan.steady_rate)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -664,7 +620,7 @@ def startup(state_dir: Path) -> float:
     config.write_text(demo_config_text(run_dir, "http://127.0.0.1:9/v1/batches"))
     notify = run_dir / "notify"
     sock = _notify_socket(notify)
-    env = dict(os.environ, NOTIFY_SOCKET=str(notify))
+    env = child_env(NOTIFY_SOCKET=str(notify))
     try:
         started = time.monotonic()
         proc = subprocess.Popen([*gateway_command(), "run", "--config", str(config),
@@ -686,6 +642,7 @@ def run(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="alatau-bench-", dir=bench_dir()) as tmp:
         state = Path(tmp)
+        compile_packages()
         log("signals: the demo's sensor mix")
         wire_stream = demo_stream(plan.wire_readings)
         pool = wire_stream[: min(len(wire_stream), 50_000)]
@@ -819,8 +776,6 @@ def table(out: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["_steady"]:
-        return steady_child(args[1], args[2], float(args[3]))
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Throughput, memory, wire bytes, storage writes and start-up, beside "

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-
-from aiohttp import web
 
 from gateway import power
 from gateway.config import Config
 from gateway.poller import stale_after
 from gateway.store import StoreStats
 from gateway.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
 
 
 def _age(mono: float | None, now: float) -> float | None:
@@ -172,37 +176,100 @@ def metrics_text(health: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The endpoint serves two small documents on loopback to `status`, a Prometheus scraper or
+# a technician's curl, so it is a few lines on asyncio's streams rather than aiohttp's
+# server: aiohttp.web and its modules cost the gateway process 2.3 MB of memory (see
+# docs/performance.md), a device's scarcest resource after the SD card.
+REQUEST_TIMEOUT_S = 5.0
+MAX_REQUEST_BYTES = 8192
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+           408: "Request Timeout", 431: "Request Header Fields Too Large",
+           500: "Internal Server Error", 503: "Service Unavailable"}
+
+
 class HealthServer:
+    """``GET /healthz`` (JSON; 503 while failing) and ``GET /metrics`` (Prometheus text),
+    one request per connection (``Connection: close``)."""
+
     def __init__(self, listen: str, snapshot_fn: Callable[[], Awaitable[dict[str, Any]]]
                  ) -> None:
         host, _, port = listen.rpartition(":")
         self.host = host.strip("[]")
         self.port = int(port)
         self.snapshot_fn = snapshot_fn
-        self.app = web.Application()
-        self.app.add_routes([web.get("/healthz", self._healthz),
-                             web.get("/metrics", self._metrics)])
-        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._server = await asyncio.start_server(self._serve, self.host, self.port,
+                                                  limit=MAX_REQUEST_BYTES)
+        self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        health = await self.snapshot_fn()
-        status = 503 if health["status"] == "failing" else 200
-        return web.json_response(health, status=status)
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                     ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"),
+                                              REQUEST_TIMEOUT_S)
+            except (asyncio.LimitOverrunError, ValueError):
+                status, content_type, body = 431, "text/plain", b"request too large\n"
+                head = b""
+            except TimeoutError:
+                status, content_type, body = 408, "text/plain", b"request timeout\n"
+                head = b""
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            method = ""
+            if head:
+                try:
+                    status, content_type, body, method = await self._answer(head)
+                except Exception as exc:  # one bad answer, not a dead endpoint
+                    log.warning("health endpoint: %s: %s", type(exc).__name__, exc)
+                    status, content_type = 500, "text/plain"
+                    body = f"{type(exc).__name__}: {exc}\n".encode()
+            reply = (f"HTTP/1.1 {status} {REASONS[status]}\r\n"
+                     f"Content-Type: {content_type}\r\n"
+                     f"Content-Length: {len(body)}\r\n"
+                     + ("X-Prometheus-Format: 0.0.4\r\n"
+                        if content_type.startswith("text/plain; version") else "")
+                     + "Cache-Control: no-store\r\nConnection: close\r\n\r\n")
+            writer.write(reply.encode("ascii") + (b"" if method == "HEAD" else body))
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT_S)
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _answer(self, head: bytes) -> tuple[int, str, bytes, str]:
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            return 400, "text/plain", b"bad request line\n", ""
+        method, target, _ = parts
+        path = target.split("?", 1)[0]
+        if path not in ("/healthz", "/metrics"):
+            return 404, "text/plain", b"not found: try /healthz or /metrics\n", method
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"only GET and HEAD\n", method
         health = await self.snapshot_fn()
-        return web.Response(text=metrics_text(health),
-                            content_type="text/plain", charset="utf-8",
-                            headers={"X-Prometheus-Format": "0.0.4"})
+        if path == "/healthz":
+            status = 503 if health["status"] == "failing" else 200
+            return (status, "application/json",
+                    json.dumps(health).encode("utf-8"), method)
+        return (200, "text/plain; version=0.0.4; charset=utf-8",
+                metrics_text(health).encode("utf-8"), method)
