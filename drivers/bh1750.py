@@ -160,7 +160,9 @@ class BH1750:
                 self._wait_until_fresh()
                 raw = self._read_raw()
             self._fresh_at = time.monotonic() + self._measurement_time_s
-        return {"illuminance_lux": lux_from_raw(raw, self.mtreg, self._where)}
+        # To 0.1 lx: one count is 0.23 lx at the largest MTreg (254), 1.9 lx at the
+        # smallest, so the rounding is below half a count at every setting.
+        return {"illuminance_lux": round(lux_from_raw(raw, self.mtreg, self._where), 1)}
 
     def reset(self) -> None:
         """Power on, clear the data register and, in continuous mode, start measuring."""

@@ -270,10 +270,13 @@ def compensate(raw: RawSample, cal: Calibration) -> dict[str, float]:
             f"{CHIP}: pressure {pressure:.0f} Pa (adc_P=0x{raw.adc_P:05x}) is outside "
             "what the chip can measure"
         )
+    # Reported at the chip's resolution (table 1: 0.008 %RH, 0.18 Pa; temperature is
+    # already in 0.01 °C): the digits of the Q22.10 and Q24.8 fractions beyond it carry
+    # no information and cost bytes on the uplink (docs/performance.md).
     return {
         "temperature_celsius": temperature,
-        "relative_humidity_percent": humidity,
-        "pressure_pascals": pressure,
+        "relative_humidity_percent": round(humidity, 3),
+        "pressure_pascals": round(pressure, 1),
     }
 
 

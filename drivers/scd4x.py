@@ -125,10 +125,12 @@ def decode_measurement(words: list[int], where: str = "SCD4x") -> dict[str, floa
         raise OutOfRangeError(
             f"{where}: CO2 reads {co2_raw} ppm, beyond the {CO2_OUTPUT_RANGE_PPM} ppm output range"
         )
+    # Temperature and humidity to 0.01, finer than the chip resolves (its accuracy is
+    # 0.8 °C and 6 %RH): further digits of the 16-bit conversion are not information.
     return {
         "co2_ppm": float(co2_raw),
-        "temperature_celsius": temperature_from_raw(temperature_raw),
-        "relative_humidity_percent": humidity_from_raw(humidity_raw),
+        "temperature_celsius": round(temperature_from_raw(temperature_raw), 2),
+        "relative_humidity_percent": round(humidity_from_raw(humidity_raw), 2),
     }
 
 

@@ -111,9 +111,11 @@ def _float32(value: float) -> float:
 
 def chip_values(driver: str, world: dict[str, float], energy_kwh: float,
                 at_resolution: bool) -> dict[str, float]:
-    """One reading as the chip quantises it: the raw register steps, then either what the
-    driver's arithmetic returns today (``at_resolution=False``: e.g. ``count / 1.2``
-    with every digit of the float) or that value rounded to the datasheet resolution."""
+    """One reading as the chip quantises it and its driver reports it: the raw register
+    steps, then the driver's arithmetic rounded to the datasheet resolution as the
+    drivers do (``at_resolution=False``: every digit of the float, e.g. ``count / 1.2``,
+    as the drivers once reported them). A meter quantises its float32 registers itself
+    (0.1 V, 1 mA, ...): its driver returns their shortest decimal, rounding nothing."""
     def res(value: float, digits: int) -> float:
         return round(value, digits) if at_resolution else value
 
@@ -144,7 +146,7 @@ def chip_values(driver: str, world: dict[str, float], energy_kwh: float,
                "frequency_hertz": (world["frequency_hertz"], 2),
                "energy_import_kwh": (energy_kwh, 3),
                "energy_export_kwh": (0.0, 3)}
-        return {name: res(_float32(value), digits) for name, (value, digits) in raw.items()}
+        return {name: _float32(round(value, digits)) for name, (value, digits) in raw.items()}
     raise ValueError(f"no chip model for {driver}")
 
 
@@ -690,8 +692,8 @@ def run(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
         out["wire_bytes_per_reading_naive"] = naive_wire(wire_stream)
         out["wire_bytes_per_reading_gzip_10s_batches"] = small["gzip"]
         out["wire_readings_per_10s_batch"] = float(steady_batch)
-        out["wire_bytes_per_reading_gzip_driver_floats"] = floats["gzip"]
-        out["wire_bytes_per_reading_raw_driver_floats"] = floats["raw"]
+        out["wire_bytes_per_reading_gzip_unrounded"] = floats["gzip"]
+        out["wire_bytes_per_reading_raw_unrounded"] = floats["raw"]
 
         log(f"steady state: {plan.steady_rate:g} readings/s for {plan.steady_seconds:g} s")
         out.update(steady(state, plan))
@@ -735,11 +737,11 @@ ROWS: tuple[tuple[str, str, str | None, str], ...] = (
      "B/reading"),
     ("wire, gzip (10 s batches)", "wire_bytes_per_reading_gzip_10s_batches", None,
      "B/reading"),
-    ("wire, gzip, drivers' floats", "wire_bytes_per_reading_gzip_driver_floats", None,
+    ("wire, gzip, values unrounded", "wire_bytes_per_reading_gzip_unrounded", None,
      "B/reading"),
     ("steady: CPU of one core", "steady_cpu_percent", None, "%"),
     ("steady: CPU per 1000 readings", "steady_cpu_s_per_1000_readings", None, "s"),
-    ("steady: peak RSS", "steady_peak_rss_mb", None, "MB"),
+    ("steady: peak RSS", "steady_peak_rss_mb", None, "MiB"),
     ("steady via poller: CPU of one core", "steady_poller_cpu_percent", None, "%"),
     ("steady via poller: CPU per 1000 rd.", "steady_poller_cpu_s_per_1000_readings", None,
      "s"),

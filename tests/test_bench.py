@@ -7,7 +7,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench"
@@ -22,7 +21,6 @@ FIGURES = {
 
 
 def test_quick_bench_reports_every_figure_as_a_positive_finite_number() -> None:
-    started = time.monotonic()
     done = subprocess.run([sys.executable, str(BENCH), "--quick", "--json"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -35,7 +33,6 @@ def test_quick_bench_reports_every_figure_as_a_positive_finite_number() -> None:
         assert math.isfinite(value) and value > 0, f"{key} = {value!r}"
     assert set(result["targets_met"]) <= set(result)
     assert result["quick"] is True
-    assert time.monotonic() - started < 60
 
 
 def test_the_table_shows_every_figure_that_has_a_target() -> None:
