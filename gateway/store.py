@@ -1000,9 +1000,25 @@ class Store:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def dead_letter(self, batch: Batch, status: int | None, reason: str) -> None:
-        """The cloud refused these readings for good: keep them aside, report them dropped."""
+        """The cloud refused these readings for good: keep them aside, report them dropped.
+
+        On a full disk (after a checkpoint has been tried) this raises ``StoreError`` and
+        changes nothing: the readings stay in the buffer, to be sent and refused again
+        once there is room to set them aside.
+        """
         with self._lock:
-            self._resolve(batch, (status, reason))
+            for attempt in range(2):
+                try:
+                    self._resolve(batch, (status, reason))
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _disk_full(exc):
+                        raise
+                    if attempt == 0:
+                        self._checkpoint()
+            raise StoreError(f"disk full: cannot move seqs {batch.first_seq}-"
+                             f"{batch.key_range[1]} to the dead letters; they stay in the "
+                             "buffer")
 
     def _resolve(self, batch: Batch, rejected: tuple[int | None, str] | None) -> None:
         db = self._db

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from gateway.config import UplinkConfig
-from gateway.store import Batch, Store
+from gateway.store import Batch, Store, StoreError
 from gateway.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,17 @@ class Uploader:
                 reason = _reason(reply)
                 log.error("reading seq %d refused by the cloud (%d: %s): moved to dead letters",
                           batch.first_seq, reply.status, reason)
-                await self.run_store(self.store.dead_letter, batch, reply.status, reason)
+                try:
+                    await self.run_store(self.store.dead_letter, batch, reply.status, reason)
+                except StoreError as exc:
+                    # A full disk: the readings stay, and are refused again once it has
+                    # room. The uploader keeps its loop (a crash would change nothing).
+                    self._dead_in_a_row -= 1  # the same refusal will be counted again
+                    uplink.state = "retrying"
+                    uplink.last_error = str(exc)
+                    log.error("%s", exc)
+                    await self._sleep(self.backoff.next())
+                    return False
                 self.backoff.reset()
                 return True
             if kind == "throttled":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import sqlite3
 import time
 from pathlib import Path
 
@@ -218,3 +219,45 @@ def test_backoff_has_full_jitter_and_a_cap():
     assert all(0 <= w <= 30 for w in waits)
     assert max(waits[6:]) > 8  # grows past the first steps
     assert len(set(round(w, 3) for w in waits)) == len(waits)  # jittered, not fixed
+
+
+def test_a_poison_reading_on_a_full_disk_stays_and_is_set_aside_once_there_is_room(
+        tmp_path, store, monkeypatch):
+    """Moving a refused reading to the dead letters is a write: on a full disk it fails.
+    The uploader keeps running, the readings stay in the buffer, and once the disk has
+    room the reading is set aside and the rest delivered."""
+    from gateway import store as store_mod
+
+    fill(store, 20)
+    full = {"on": True}
+    resolve = store._resolve
+
+    def disk_full_resolve(batch, rejected):
+        if rejected is not None and full["on"]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return resolve(batch, rejected)
+
+    monkeypatch.setattr(store, "_resolve", disk_full_resolve)
+    monkeypatch.setattr(store_mod, "_disk_full", lambda exc: True)
+
+    async def go():
+        async with uplink(tmp_path, store) as (up, cloud):
+            cloud.faults.reject_seqs = {5}
+            task = asyncio.create_task(up.run())
+            deadline = time.monotonic() + 10
+            while up.telemetry.uplink.last_error is None or \
+                    "dead letters" not in up.telemetry.uplink.last_error:
+                assert time.monotonic() < deadline and not task.done()
+                await asyncio.sleep(0.01)
+            assert store.readings == 16 and store.dead_letters() == []  # 1-4 delivered
+            await asyncio.sleep(0.3)
+            assert not task.done() and up.telemetry.uplink.state != "rejecting"
+            full["on"] = False
+            while store.readings:
+                assert time.monotonic() < deadline + 10 and not task.done()
+                await asyncio.sleep(0.01)
+            up.stop()
+            await task
+            assert delivered(cloud) == [s for s in range(1, 21) if s != 5]
+    asyncio.run(go())
+    assert [d["seq"] for d in store.dead_letters()] == [5]
