@@ -22,6 +22,7 @@ class World:
             start_hour = tm.tm_hour + tm.tm_min / 60
         self._phase0 = start_hour / 24.0
         self._rng = random.Random(seed)
+        self._phase_rng = random.Random(seed + 1)
         self._noise: dict[str, float] = {}
 
     def hour(self, now: float | None = None) -> float:
@@ -48,7 +49,16 @@ class World:
         current = 4.0 * load + abs(self._walk("i", 0.02))
         voltage = 230.0 + self._walk("v", 0.3)
         pf = 0.95
+        # A three-phase cabinet (SDM630): the same supply, phases a little apart, the load
+        # shared unevenly. Its own random stream, so the single-phase values above stay
+        # what they were for a given seed.
+        phases = {}
+        for p, share in ((1, 0.40), (2, 0.35), (3, 0.25)):
+            phases[f"voltage_l{p}_volts"] = voltage + self._phase_rng.gauss(0, 0.4)
+            phases[f"current_l{p}_amperes"] = 3 * share * current
+            phases[f"power_factor_l{p}"] = min(1.0, pf + self._phase_rng.gauss(0, 0.005))
         return {
+            **phases,
             "temperature_celsius": temperature,
             "relative_humidity_percent": humidity,
             "pressure_pascals": 101325.0 + 300.0 * math.sin(hour / 24 * 2 * math.pi)

@@ -359,3 +359,36 @@ def test_check_allows_export_and_signed_power_factor() -> None:
         check("SDM120", {"current_amperes": -0.1})
     with pytest.raises(OutOfRangeError):
         check("SDM120", {"energy_import_kwh": math.inf})
+
+
+def test_a_simulated_three_phase_cabinet_follows_the_world_per_phase(tmp_path) -> None:
+    """`run --simulate` with an SDM630: each phase's voltage, current and power factor come
+    from the simulated world (uneven load), not the fake's idle defaults."""
+    from gateway.config import parse
+    from gateway.hardware import Hardware
+
+    config = parse(f"""
+[gateway]
+id = "alatau-sdm-0001"
+[storage]
+path = "{tmp_path / 'buffer.db'}"
+[uplink]
+url = "http://127.0.0.1:9/v1/batches"
+[[sensors]]
+name = "mains"
+driver = "sdm630"
+port = "/dev/ttyUSB0"
+baudrate = 9600
+unit = 1
+interval = 2.0
+""")
+    hardware = Hardware(config, simulate=True)
+    try:
+        values = hardware.make_sensor(config.sensor("mains")).read()
+    finally:
+        hardware.close()
+    currents = [values[f"current_l{p}_amperes"] for p in (1, 2, 3)]
+    assert all(c > 0 for c in currents) and len(set(currents)) == 3
+    assert len({values[f"voltage_l{p}_volts"] for p in (1, 2, 3)}) == 3
+    assert all(200 < values[f"voltage_l{p}_volts"] < 260 for p in (1, 2, 3))
+    assert all(0.8 < values[f"power_factor_l{p}"] <= 1.0 for p in (1, 2, 3))
