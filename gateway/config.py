@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import inspect
 import math
 import re
@@ -251,6 +250,8 @@ def host_port(value: Any) -> str | None:
 def _did_you_mean(word: Any, choices: Iterable[str]) -> str:
     if not isinstance(word, str):
         return ""
+    import difflib  # only when there is an error to name
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -153,8 +153,10 @@ class LiveView:
             light_text = f" | street light {on} ({light.source})"
             if self._light is not None and light.value != self._light:
                 lux = telemetry.sensors.get("street_light_level")
+                world = gateway.hardware.world
+                hour = f" at simulated {world.hour():05.2f} h" if world is not None else ""
                 event = (f"t={t:5.1f}s   street light switched {on.strip()} by its "
-                         f"{light.source} at simulated {gateway.hardware.world.hour():05.2f} h")
+                         f"{light.source}{hour}")
                 if lux is not None and lux.state != "ok":
                     event += f" (light sensor {lux.state})"
                 self.out.write(("\r\x1b[2K" if self.tty else "") + event + "\n")

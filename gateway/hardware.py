@@ -17,13 +17,15 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers import registry
 from gateway.buslock import LockedSMBus
 from gateway.config import Config, SensorConfig
 from gateway.poller import Sensor, SensorSlot
-from gateway.simulation import World
+
+if TYPE_CHECKING:
+    from gateway.simulation import World
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,11 @@ class Hardware:
                  world: World | None = None) -> None:
         self.config = config
         self.simulate = simulate
-        self.world = world or World()
+        if world is None and simulate:
+            from gateway.simulation import World  # only a simulation needs it
+
+            world = World()
+        self.world = world
         self._i2c: dict[int, Any] = {}
         self._bus_locks: dict[int, threading.Lock] = {}
         self.fakes: dict[str, Any] = {}
@@ -178,6 +184,8 @@ class Hardware:
             return fake
 
     def _apply_world(self, fake: Any) -> None:
+        if self.world is None:
+            return
         values = self.world.values()
         known = getattr(fake, "QUANTITIES", {})
         wanted = {k: v for k, v in values.items() if k in known}

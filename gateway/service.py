@@ -17,7 +17,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gateway import power
 from gateway.clock import ClockMonitor
@@ -27,10 +27,12 @@ from gateway.health import HealthServer, snapshot
 from gateway.poller import Poller, SensorSlot
 from gateway.power import THROTTLED_PATH, read_throttled
 from gateway.sdnotify import Notifier
-from gateway.simulation import World
 from gateway.store import Store
 from gateway.telemetry import Telemetry
 from gateway.uplink import Uploader
+
+if TYPE_CHECKING:
+    from gateway.simulation import World
 
 log = logging.getLogger(__name__)
 

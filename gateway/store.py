@@ -46,6 +46,8 @@ WAL_SHARE = 16
 """The WAL is checkpointed once it holds 1/16 of ``max_bytes`` (at most 2000 pages, about
 8 MiB: few rewrites of the same pages on the SD card); a small cap is not blown by its
 log."""
+CACHE_KIB = 256
+"""SQLite's page cache, per connection."""
 PAGE_SIZE = 1024
 """Database page size of a new buffer. A commit (one interval's readings, a few KiB
 compressed) rewrites the last leaf page and appends WAL frames of whole pages: 1 KiB
@@ -421,6 +423,10 @@ class Store:
         db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new file only; before WAL mode
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        # SQLite's page cache grows to 2 MB by default as a long run touches new pages:
+        # memory that climbs for hours. Chunks are read once, in seq order, so a small
+        # cache costs nothing measurable (docs/performance.md).
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         # Checkpoint rarely and keep the WAL file from growing without bound: fewer
         # rewrites of the same pages on the SD card, within the cap.
         self._page_size = int(db.execute("PRAGMA page_size").fetchone()[0])

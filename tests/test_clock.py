@@ -123,3 +123,31 @@ def test_gateway_flags_then_repairs_after_sync_and_a_clock_step_changes_nothing(
     assert [r["values"]["count"] for r in got] == [float(i) for i in range(1, len(got) + 1)]
     assert [r["seq"] for r in got] == list(range(1, len(got) + 1))
     assert len(got) >= 15
+
+
+def test_without_the_timesyncd_flag_the_kernel_is_asked_cheaply(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """Before the first sync (no /run/systemd/timesync/synchronized) the monitor asks the
+    kernel (adjtimex) at every housekeeping tick: that must not start a process each time
+    (``ctypes.util.find_library`` runs ldconfig in one) and must answer like the kernel."""
+    import subprocess
+
+    from gateway import clock
+
+    monkeypatch.delenv("ALATAU_GATEWAY_CLOCK", raising=False)
+    spawned: list[object] = []
+    real_popen_init = subprocess.Popen.__init__
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        spawned.append(args[0] if args else kwargs.get("args"))
+        real_popen_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", spy)
+    monkeypatch.setattr(clock, "_libc", None)
+    monitor = clock.ClockMonitor(flag_path=tmp_path / "no-such-flag")
+    answers = {monitor.synchronized() for _ in range(20)}
+    assert spawned == []
+    kernel = clock._kernel_synchronized()
+    assert answers == {True if kernel is None else kernel}
+    (tmp_path / "no-such-flag").touch()
+    assert monitor.synchronized() is True
