@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import ClassVar, TypeVar
+
+T = TypeVar("T")
+
+
+class RecentLog(list[T]):
+    """What a fake was sent, for tests to inspect: a list that keeps the last ``limit``
+    entries (between ``limit`` and twice that), so a fake in a long ``run --simulate``
+    does not grow without end."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def append(self, item: T) -> None:
+        super().append(item)
+        if len(self) > 2 * self.limit:
+            del self[: len(self) - self.limit]
 
 
 @dataclass

@@ -34,6 +34,7 @@ from drivers.bh1750 import (
     POWER_ON,
     RESET,
 )
+from drivers.fake.base import RecentLog
 from drivers.fake.i2c import FakeI2CDevice, nack
 
 H_RESOLUTION_TYPICAL_S = 0.120
@@ -68,7 +69,7 @@ class FakeBH1750(FakeI2CDevice):
     def __init__(self, address: int = DEFAULT_ADDRESS, *, time_scale: float = 1.0) -> None:
         super().__init__(address)
         self.time_scale = time_scale
-        self.opcodes: list[int] = []
+        self.opcodes: RecentLog[int] = RecentLog()
         """Every opcode the chip acknowledged, in order."""
         self._powered = False
         self._mtreg = MTREG_DEFAULT

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from smbus2 import i2c_msg
 
-from drivers.fake.base import FakeDevice
+from drivers.fake.base import FakeDevice, RecentLog
 
 I2C_M_RD = 0x0001
 
@@ -53,7 +53,7 @@ class FakeSMBus:
     def __init__(self, devices: Iterable[FakeI2CDevice] = (), bus: int = 1) -> None:
         self.bus = bus
         self.devices: dict[int, FakeI2CDevice] = {}
-        self.transactions: list[tuple[int, str, bytes]] = []
+        self.transactions: RecentLog[tuple[int, str, bytes]] = RecentLog()
         """Log of (address, "w"/"r", bytes), for tests that assert the bytes on the wire."""
         self._lock = threading.Lock()
         for device in devices:

@@ -25,6 +25,7 @@ import math
 import time
 from typing import ClassVar
 
+from drivers.fake.base import RecentLog
 from drivers.fake.i2c import FakeI2CDevice, nack
 from drivers.scd4x import (
     COMMANDS,
@@ -90,9 +91,9 @@ class FakeSCD4x(FakeI2CDevice):
         self.reinit_time_s = reinit_time_s
         self.power_up_time_s = power_up_time_s
         self.serial_number = serial_number
-        self.commands: list[str] = []
+        self.commands: RecentLog[str] = RecentLog()
         """Names of the commands the chip accepted, in order."""
-        self.refused: list[str] = []
+        self.refused: RecentLog[str] = RecentLog()
         """Names (or hex codes) of the commands the chip did not acknowledge."""
         self._periodic = False
         self._busy_until = 0.0

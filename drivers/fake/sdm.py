@@ -29,6 +29,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import ClassVar, Self
 
+from drivers.fake.base import RecentLog
 from drivers.fake.serial import FakeSerialDevice
 from drivers.modbus import EXCEPTION_FLAG, READ_INPUT_REGISTERS, crc_ok, with_crc
 
@@ -53,7 +54,7 @@ class _FakeEastron(FakeSerialDevice):
         self.unit = unit
         self.strict_map = strict_map
         self.accumulate_energy = accumulate_energy
-        self.requests: list[tuple[int, int, int]] = []
+        self.requests: RecentLog[tuple[int, int, int]] = RecentLog()
         """(function, address, count) of every valid request addressed to this unit."""
         self._inbox = bytearray()
         self._last_rx = -math.inf
