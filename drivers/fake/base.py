@@ -14,7 +14,7 @@ class RecentLog(list[T]):
     entries (between ``limit`` and twice that), so a fake in a long ``run --simulate``
     does not grow without end."""
 
-    def __init__(self, limit: int = 4096) -> None:
+    def __init__(self, limit: int = 256) -> None:
         super().__init__()
         self.limit = limit
 
