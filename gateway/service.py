@@ -24,6 +24,7 @@ from gateway.clock import ClockMonitor
 from gateway.config import Config
 from gateway.hardware import Hardware
 from gateway.health import HealthServer, snapshot
+from gateway.memory import fix_mmap_threshold
 from gateway.poller import Poller, SensorSlot
 from gateway.power import THROTTLED_PATH, read_throttled
 from gateway.sdnotify import Notifier
@@ -151,6 +152,7 @@ class Gateway:
 
     async def run(self) -> None:
         """Start, run until ``stop()`` (or SIGTERM/SIGINT), then stop cleanly."""
+        fix_mmap_threshold()  # large buffers go back to the kernel: see gateway/memory.py
         loop = asyncio.get_running_loop()
         installed = []
         for sig in (signal.SIGTERM, signal.SIGINT):
