@@ -10,12 +10,37 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cloud import CloudServer
-from gateway.config import UplinkConfig
+from gateway.config import Config, UplinkConfig, parse
 from gateway.store import Reading, Store
 from gateway.telemetry import Telemetry
 from gateway.uplink import Uploader
 
 GATEWAY = "alatau-test-0001"
+
+ONE_SENSOR = """
+[gateway]
+id = "{gateway_id}"
+[storage]
+path = "{path}"
+commit_interval = 0.1
+min_free_bytes = 0
+[uplink]
+url = "{url}"
+flush_interval = 0.2
+[health]
+listen = "127.0.0.1:0"
+[[sensors]]
+name = "cabinet_air"
+driver = "bme280"
+interval = 0.1
+"""
+
+
+def one_sensor_config(buffer: Path, url: str = "http://127.0.0.1:9/v1/batches",
+                      gateway_id: str = GATEWAY) -> Config:
+    """A gateway with one emulated BME280 read ten times a second, health on a free port,
+    the buffer at ``buffer``; the default uplink is a closed port."""
+    return parse(ONE_SENSOR.format(gateway_id=gateway_id, path=buffer, url=url))
 
 
 def fill(store: Store, count: int, sensor: str = "cabinet_air", ts0: int = 1764337000000

@@ -17,9 +17,17 @@ import subprocess
 import sys
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+from gateway import memory
+from gateway.service import Gateway
+from tests.helpers import one_sensor_config
+
+T = TypeVar("T")
 
 CHURN = r"""
 import json, sys
@@ -44,25 +52,6 @@ print(json.dumps({"grown_kib": anon_kib() - start}))
 """
 
 
-CONFIG = """
-[gateway]
-id = "alatau-memory-0001"
-[storage]
-path = "{path}"
-commit_interval = 0.1
-min_free_bytes = 0
-[uplink]
-url = "http://127.0.0.1:9/v1/batches"
-flush_interval = 0.2
-[health]
-listen = "127.0.0.1:0"
-[[sensors]]
-name = "cabinet_air"
-driver = "bme280"
-interval = 0.1
-"""
-
-
 def churn(mode: str) -> int:
     env = dict(os.environ)
     env.pop("MALLOC_MMAP_THRESHOLD_", None)
@@ -83,46 +72,77 @@ def test_large_freed_buffers_do_not_stay_in_the_heap() -> None:
 
 
 def test_the_environment_variable_wins(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway import memory
+    """With MALLOC_MMAP_THRESHOLD_ set glibc has applied it at start: mallopt must not
+    overwrite it."""
+    import ctypes
+
+    def no_libc(*args: object, **kwargs: object) -> None:
+        raise AssertionError("mallopt was reached despite MALLOC_MMAP_THRESHOLD_")
 
     monkeypatch.setattr(memory, "_done", None)
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert memory.fix_mmap_threshold() is True
+
+
+async def run_briefly(gateway: Gateway, during: Callable[[], Awaitable[T]]) -> T:
+    runner = asyncio.create_task(gateway.run())
+    await gateway.ready.wait()
+    try:
+        return await during()
+    finally:
+        gateway.stop()
+        await runner
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the threshold is glibc's")
+def test_the_service_sets_the_threshold(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = memory.fix_mmap_threshold
+    monkeypatch.setattr(memory, "_done", None)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+
+    def counted(threshold: int = memory.MMAP_THRESHOLD_BYTES) -> bool:
+        calls.append(threshold)
+        return real(threshold)
+
+    monkeypatch.setattr("gateway.service.fix_mmap_threshold", counted)
+
+    async def nothing() -> None:
+        return None
+
+    asyncio.run(run_briefly(Gateway(one_sensor_config(tmp_path / "buffer.db"),
+                                    simulate=True), nothing))
+    assert calls == [memory.MMAP_THRESHOLD_BYTES]
+    assert memory._done is True  # mallopt accepted it
 
 
 def test_housekeeping_collects_reference_cycles(tmp_path: Path) -> None:
     """With the interpreter's own collections off, a cycle made while the gateway runs is
     freed by housekeeping's collection, not left for a full collection that may come a
     quarter of an hour later."""
-    from gateway.config import parse
-    from gateway.service import Gateway
-
     class Cycle:
         def __init__(self) -> None:
             self.me = self
 
-    async def go() -> bool:
-        cfg = parse(CONFIG.format(path=tmp_path / "buffer.db"))
-        gateway = Gateway(cfg, simulate=True)
-        gateway.GC_INTERVAL_S = 0.2
-        runner = asyncio.create_task(gateway.run())
-        await gateway.ready.wait()
-        try:
-            cycle = Cycle()
-            gone = weakref.ref(cycle)
-            del cycle
-            deadline = time.monotonic() + 5
-            while gone() is not None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            return gone() is None
-        finally:
-            gateway.stop()
-            await runner
+    async def cycle_freed() -> bool:
+        cycle = Cycle()
+        gone = weakref.ref(cycle)
+        del cycle
+        deadline = time.monotonic() + 5
+        while gone() is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return gone() is None
+
+    gateway = Gateway(one_sensor_config(tmp_path / "buffer.db"), simulate=True)
+    gateway.GC_INTERVAL_S = 0.2
 
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        assert asyncio.run(go()), "the cycle was still alive 5 s later"
+        assert asyncio.run(run_briefly(gateway, cycle_freed)), \
+            "the cycle was still alive 5 s later"
     finally:
         if was_enabled:
             gc.enable()

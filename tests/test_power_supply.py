@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cloud import CloudServer
-from gateway.config import parse
 from gateway.power import decode, read_throttled, warnings
 from gateway.service import Gateway
 from gateway.status_view import render_status
+from tests.helpers import one_sensor_config
 
 UNDER_VOLTAGE_AND_THROTTLED = 0x50005
 """What a Pi on a weak supply reports: under-voltage and throttled, now and since boot."""
@@ -49,25 +49,6 @@ def test_the_sysfs_file_is_read_as_hex(tmp_path: Path) -> None:
     assert read_throttled(tmp_path / "missing") is None
 
 
-CONFIG = """
-[gateway]
-id = "alatau-power-0001"
-[storage]
-path = "{path}"
-commit_interval = 0.1
-min_free_bytes = 0
-[uplink]
-url = "{url}"
-flush_interval = 0.2
-[health]
-listen = "127.0.0.1:0"
-[[sensors]]
-name = "cabinet_air"
-driver = "bme280"
-interval = 0.1
-"""
-
-
 async def fetch(url: str) -> tuple[int, str]:
     def get() -> tuple[int, str]:
         try:
@@ -86,7 +67,8 @@ def test_under_voltage_shows_in_health_metrics_and_status(tmp_path: Path) -> Non
     async def go() -> None:
         cloud = CloudServer(tmp_path / "cloud.db")
         await cloud.start()
-        cfg = parse(CONFIG.format(path=tmp_path / "buffer.db", url=cloud.url()))
+        cfg = one_sensor_config(tmp_path / "buffer.db", url=cloud.url(),
+                                gateway_id="alatau-power-0001")
         gateway = Gateway(cfg, simulate=True, throttled_path=throttled)
         runner = asyncio.create_task(gateway.run())
         await gateway.ready.wait()
