@@ -197,7 +197,8 @@ class Hardware:
         if not self.simulate or self._world_thread is not None:
             return
 
-        fault_file = os.environ.get(SIM_FAULTS_ENV)
+        fault_env = os.environ.get(SIM_FAULTS_ENV)
+        fault_file = Path(fault_env) if fault_env else None  # made once: see store.py
 
         def loop() -> None:
             while not self._stop.wait(period_s):
@@ -205,7 +206,7 @@ class Hardware:
                     with contextlib.suppress(Exception):
                         self._apply_world(fake)
                 if fault_file:
-                    self._apply_fault_file(Path(fault_file))
+                    self._apply_fault_file(fault_file)
 
         self._world_thread = threading.Thread(target=loop, name="world", daemon=True)
         self._world_thread.start()

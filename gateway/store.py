@@ -394,6 +394,12 @@ class Store:
         clock_ms: object = None,
     ) -> None:
         self.path = Path(path)
+        # Its sibling files, named once: a Path made again and again interns its last part
+        # each time, and that churn grows the interpreter's table of interned strings
+        # (docs/reliability.md, "Soak").
+        self._wal_path = Path(f"{self.path}-wal")
+        self._reserve_path = Path(f"{self.path}.seq")
+        self._reserve_tmp = Path(f"{self.path}.seq.tmp")
         self.max_bytes = max_bytes
         self.overflow = overflow
         self.min_free_bytes = min_free_bytes
@@ -566,10 +572,6 @@ class Store:
                        (f"dropped:{DROP_BUFFER_CORRUPT}", next_seq - 1 - acked))
         db.execute("COMMIT")
 
-    @property
-    def _reserve_path(self) -> Path:
-        return Path(f"{self.path}.seq")
-
     def _read_reserve(self) -> int | None:
         try:
             return int(self._reserve_path.read_text().strip())
@@ -577,7 +579,7 @@ class Store:
             return None
 
     def _write_reserve(self, value: int) -> None:
-        tmp = Path(f"{self._reserve_path}.tmp")
+        tmp = self._reserve_tmp
         with open(tmp, "w") as f:
             f.write(f"{value}\n")
             f.flush()
@@ -772,7 +774,7 @@ class Store:
         if self.min_free_bytes:
             new_pages = max(0, pages - free_pages)
             growth = new_pages * page + max(0, count * page - _size(self.path)) + max(
-                0, self._wal_limit - _size(Path(f"{self.path}-wal")))
+                0, self._wal_limit - _size(self._wal_path))
             if growth and self._free_disk() - growth < self.min_free_bytes:
                 return DROP_DISK_FULL, new_pages > 0
         return None, False
@@ -1096,9 +1098,7 @@ class Store:
             pending_drops = self._db.execute(
                 "SELECT COALESCE(SUM(to_seq - from_seq + 1), 0) FROM drops").fetchone()[0]
             dead = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-            file_bytes = sum(
-                Path(f"{self.path}{s}").stat().st_size
-                for s in ("", "-wal") if Path(f"{self.path}{s}").exists())
+            file_bytes = _size(self.path) + _size(self._wal_path)
             return StoreStats(
                 readings=self._readings, bytes=self._bytes,
                 oldest_ts=int(oldest[0]) if oldest else None,
