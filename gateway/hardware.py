@@ -157,8 +157,8 @@ class Hardware:
 
     def pin_factory(self) -> Any:
         if self._pin_factory is None and self.simulate:
-            from drivers.fake.gpio import mock_factory
-            self._pin_factory = mock_factory()
+            from drivers.fake.gpio import SIMULATION_PIN_HISTORY, mock_factory
+            self._pin_factory = mock_factory(history=SIMULATION_PIN_HISTORY)
         return self._pin_factory
 
     # --- simulated devices ---------------------------------------------------------

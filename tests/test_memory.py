@@ -196,3 +196,19 @@ def test_the_store_makes_no_paths_at_steady_state(tmp_path: Path,
     finally:
         store.close()
     assert interned == [], f"paths made at steady state: {sorted(set(interned))}"
+
+
+def test_a_simulated_pin_keeps_a_bounded_history(tmp_path: Path) -> None:
+    """gpiozero's mock pins remember every state change (tests assert on them); in
+    ``run --simulate`` a dimmer or a power switch changes for days, so only the last
+    changes are kept there."""
+    from drivers.fake.gpio import SIMULATION_PIN_HISTORY
+    from gateway.hardware import Hardware
+
+    hardware = Hardware(one_sensor_config(tmp_path / "buffer.db"), simulate=True)
+    pin = hardware.pin_factory().pin(17)
+    pin.function = "output"
+    for n in range(3 * SIMULATION_PIN_HISTORY):
+        pin.state = n % 2
+    assert len(pin.states) == SIMULATION_PIN_HISTORY
+    assert [s.state for s in list(pin.states)[-2:]] == [0, 1]  # the latest, in order
