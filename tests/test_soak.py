@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,7 +16,42 @@ from gateway.cloud import CloudStore
 
 SOAK = Path(__file__).resolve().parent.parent / "scripts" / "soak"
 KEYS = {"lost", "duplicates", "kills", "outages", "sensor_faults", "rss_start_mb",
-        "rss_end_mb"}
+        "rss_end_mb", "rss_growth_mb", "memory_flat"}
+
+
+def soak_module():  # type: ignore[no-untyped-def]
+    loader = importlib.machinery.SourceFileLoader("soak_script", str(SOAK))
+    spec = importlib.util.spec_from_loader("soak_script", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["soak_script"] = module  # its dataclasses look themselves up there
+    loader.exec_module(module)
+    return module
+
+
+def run_of(minutes: float, mb: object) -> list[tuple[float, float]]:
+    """A last run sampled once a second from 300 s into the soak; ``mb(t)`` gives MiB at
+    t seconds into the run."""
+    return [(300.0 + t, mb(t)) for t in range(int(minutes * 60))]  # type: ignore[operator]
+
+
+def test_memory_is_judged_after_the_warm_up_and_by_medians() -> None:
+    soak = soak_module()
+    # Rises for three minutes after the restart, then stays: flat, even with a batch
+    # buffer (0.5 MiB) mapped at the very last sample.
+    settling = run_of(5, lambda t: 43.0 + 0.6 * min(t, 170) / 170)
+    settling[-1] = (settling[-1][0], settling[-1][1] + 0.5)
+    verdict = soak.memory_verdict(settling, end_rss=44.1)
+    assert verdict["memory_flat"] is True, verdict
+    assert verdict["rss_end_mb"] == 43.6 and 43.5 < verdict["rss_start_mb"] <= 43.6
+    # 250 bytes per reading at six readings a second keeps rising: not flat.
+    leaking = run_of(5, lambda t: 43.0 + t * 6 * 250 / 2**20)
+    verdict = soak.memory_verdict(leaking, end_rss=None)
+    assert verdict["memory_flat"] is False and verdict["rss_growth_mb"] > 0.1, verdict
+    # A last run of a minute says nothing either way.
+    assert soak.memory_verdict(run_of(1, lambda t: 43.0 + t), end_rss=None)[
+        "memory_flat"] is None
+    assert soak.memory_verdict([], end_rss=43.0)["rss_end_mb"] == 43.0
 
 
 def test_a_short_soak_loses_nothing_and_reuses_no_seq() -> None:
