@@ -4,29 +4,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+
+from gateway.libc import libc
 
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 TIME_ERROR = 5
 """adjtimex(2) return value: the kernel clock is not synchronised."""
 
 
-_libc: Any = None
-"""The C library's symbols, loaded at the first kernel check (``ctypes`` is imported only
-then: a device whose timesyncd flag is present never needs it)."""
-
-
 def _kernel_synchronized() -> bool | None:
-    global _libc
     try:
         import ctypes
 
-        if _libc is None:
-            # The process's own symbols include libc's: no ctypes.util.find_library, which
-            # runs ldconfig in a subprocess on every call.
-            _libc = ctypes.CDLL(None, use_errno=True)
         buffer = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
-        state = _libc.adjtimex(buffer)
+        state = libc().adjtimex(buffer)
     except (OSError, AttributeError, ImportError):
         return None
     if state < 0:

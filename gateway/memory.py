@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 
+from gateway.libc import libc
+
 M_MMAP_THRESHOLD = -3
 """mallopt's parameter number for the mmap threshold (glibc's malloc.h)."""
 
@@ -38,13 +40,12 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
         _done = True
         return _done
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
+        mallopt = libc().mallopt
     except (OSError, AttributeError):  # not glibc (musl has no mallopt), or no libc
         _done = False
         return _done
+    import ctypes
+
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     _done = mallopt(M_MMAP_THRESHOLD, threshold) == 1

@@ -132,6 +132,7 @@ def test_without_the_timesyncd_flag_the_kernel_is_asked_cheaply(tmp_path: Path,
     (``ctypes.util.find_library`` runs ldconfig in one) and must answer like the kernel."""
     import subprocess
 
+    import gateway.libc
     from gateway import clock
 
     monkeypatch.delenv("ALATAU_GATEWAY_CLOCK", raising=False)
@@ -143,7 +144,7 @@ def test_without_the_timesyncd_flag_the_kernel_is_asked_cheaply(tmp_path: Path,
         real_popen_init(self, *args, **kwargs)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", spy)
-    monkeypatch.setattr(clock, "_libc", None)
+    monkeypatch.setattr(gateway.libc, "_handle", None)  # loaded afresh, as at start
     monitor = clock.ClockMonitor(flag_path=tmp_path / "no-such-flag")
     answers = {monitor.synchronized() for _ in range(20)}
     assert spawned == []

@@ -41,8 +41,9 @@ class Mallinfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
         "uordblks", "fordblks", "keepcost")]
 
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = Mallinfo2
+from gateway.libc import libc
+mallinfo2 = libc().mallinfo2
+mallinfo2.restype = Mallinfo2
 
 def anon_kib():
     for line in open("/proc/self/status"):
@@ -50,12 +51,12 @@ def anon_kib():
             return int(line.split()[1])
 
 keep, mapped, heap_peak = [], 0, 0
-start, heap_start = anon_kib(), libc.mallinfo2().arena
+start, heap_start = anon_kib(), mallinfo2().arena
 for i in range(400):
-    mapped_before = libc.mallinfo2().hblkhd
+    mapped_before = mallinfo2().hblkhd
     body = bytearray(100_000 + (i * 7919) % 200_000)   # a batch body, 100-300 KB
     body[::4096] = b"x" * len(body[::4096])            # touched, as a real one is
-    info = libc.mallinfo2()
+    info = mallinfo2()
     mapped += info.hblkhd - mapped_before >= len(body)
     heap_peak = max(heap_peak, info.arena - heap_start)
     keep.append(bytes(600 + i % 1000))                 # something that lives on
@@ -93,13 +94,11 @@ def test_large_freed_buffers_do_not_stay_in_the_heap() -> None:
 def test_the_environment_variable_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     """With MALLOC_MMAP_THRESHOLD_ set glibc has applied it at start: mallopt must not
     overwrite it."""
-    import ctypes
-
-    def no_libc(*args: object, **kwargs: object) -> None:
+    def no_libc() -> None:
         raise AssertionError("mallopt was reached despite MALLOC_MMAP_THRESHOLD_")
 
     monkeypatch.setattr(memory, "_done", None)
-    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    monkeypatch.setattr(memory, "libc", no_libc)
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert memory.fix_mmap_threshold() is True
 
