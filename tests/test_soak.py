@@ -10,7 +10,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from gateway.cloud import CloudStore
 
@@ -19,7 +21,7 @@ KEYS = {"lost", "duplicates", "kills", "outages", "sensor_faults", "rss_start_mb
         "rss_end_mb", "rss_growth_mb", "memory_flat"}
 
 
-def soak_module():  # type: ignore[no-untyped-def]
+def soak_module() -> ModuleType:
     loader = importlib.machinery.SourceFileLoader("soak_script", str(SOAK))
     spec = importlib.util.spec_from_loader("soak_script", loader)
     assert spec is not None
@@ -29,10 +31,10 @@ def soak_module():  # type: ignore[no-untyped-def]
     return module
 
 
-def run_of(minutes: float, mb: object) -> list[tuple[float, float]]:
+def run_of(minutes: float, mb: Callable[[float], float]) -> list[tuple[float, float]]:
     """A last run sampled once a second from 300 s into the soak; ``mb(t)`` gives MiB at
     t seconds into the run."""
-    return [(300.0 + t, mb(t)) for t in range(int(minutes * 60))]  # type: ignore[operator]
+    return [(300.0 + t, mb(t)) for t in range(int(minutes * 60))]
 
 
 def test_memory_is_judged_after_the_warm_up_and_by_medians() -> None:
@@ -41,17 +43,26 @@ def test_memory_is_judged_after_the_warm_up_and_by_medians() -> None:
     # buffer (0.5 MiB) mapped at the very last sample.
     settling = run_of(5, lambda t: 43.0 + 0.6 * min(t, 170) / 170)
     settling[-1] = (settling[-1][0], settling[-1][1] + 0.5)
-    verdict = soak.memory_verdict(settling, end_rss=44.1)
+    verdict = soak.memory_verdict(settling)
     assert verdict["memory_flat"] is True, verdict
     assert verdict["rss_end_mb"] == 43.6 and 43.5 < verdict["rss_start_mb"] <= 43.6
     # 250 bytes per reading at six readings a second keeps rising: not flat.
     leaking = run_of(5, lambda t: 43.0 + t * 6 * 250 / 2**20)
-    verdict = soak.memory_verdict(leaking, end_rss=None)
+    verdict = soak.memory_verdict(leaking)
     assert verdict["memory_flat"] is False and verdict["rss_growth_mb"] > 0.1, verdict
     # A last run of a minute says nothing either way.
-    assert soak.memory_verdict(run_of(1, lambda t: 43.0 + t), end_rss=None)[
-        "memory_flat"] is None
-    assert soak.memory_verdict([], end_rss=43.0)["rss_end_mb"] == 43.0
+    assert soak.memory_verdict(run_of(1, lambda t: 43.0 + t))["memory_flat"] is None
+    assert soak.memory_verdict([])["memory_flat"] is None
+
+
+def test_growing_memory_fails_the_soak_as_a_lost_reading_does() -> None:
+    soak = soak_module()
+    clean = {"lost": 0, "duplicates": 0, "memory_flat": True}
+    assert soak.passed(clean)
+    assert soak.passed({**clean, "memory_flat": None})  # too short to say: not a failure
+    assert not soak.passed({**clean, "memory_flat": False})
+    assert not soak.passed({**clean, "lost": 1})
+    assert not soak.passed({**clean, "duplicates": 1})
 
 
 def test_a_short_soak_loses_nothing_and_reuses_no_seq() -> None:
