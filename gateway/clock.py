@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from gateway.libc import libc
 
@@ -12,12 +13,20 @@ TIME_ERROR = 5
 """adjtimex(2) return value: the kernel clock is not synchronised."""
 
 
-def _kernel_synchronized() -> bool | None:
-    try:
-        import ctypes
+_timex: Any = None
+"""One struct timex (modes = 0: read only), kept: ctypes holds only a weak reference to
+the array type ``create_string_buffer`` makes, so a buffer made at every housekeeping tick
+made and collected a new type every second until the first sync."""
 
-        buffer = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
-        state = libc().adjtimex(buffer)
+
+def _kernel_synchronized() -> bool | None:
+    global _timex
+    try:
+        if _timex is None:
+            import ctypes
+
+            _timex = ctypes.create_string_buffer(512)
+        state = libc().adjtimex(_timex)
     except (OSError, AttributeError, ImportError):
         return None
     if state < 0:

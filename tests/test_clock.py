@@ -152,3 +152,24 @@ def test_without_the_timesyncd_flag_the_kernel_is_asked_cheaply(tmp_path: Path,
     assert answers == {True if kernel is None else kernel}
     (tmp_path / "no-such-flag").touch()
     assert monitor.synchronized() is True
+
+
+def test_the_kernel_check_reuses_its_buffer(monkeypatch) -> None:
+    """Asked every second until the first sync, the check must not build a new ctypes
+    buffer (and with it a new array type, garbage for the collector) each time."""
+    import ctypes
+
+    from gateway import clock
+
+    made: list[int] = []
+    real = ctypes.create_string_buffer
+
+    def counted(size):  # type: ignore[no-untyped-def]
+        made.append(size)
+        return real(size)
+
+    monkeypatch.setattr(clock, "_timex", None, raising=False)
+    monkeypatch.setattr(ctypes, "create_string_buffer", counted)
+    answers = {clock._kernel_synchronized() for _ in range(20)}
+    assert len(answers) == 1
+    assert made == [512]
